@@ -1,0 +1,246 @@
+"""Applying a slice plan to a checkpoint folder, one tensor (and one chunk) at a time.
+
+`tensor_map` says, for every tensor of the child, which parent tensor it comes from and how it is cut;
+`slice_checkpoint` streams those cuts into new shards inside a temporary folder and renames it into
+place only when everything, config and tokenizer files included, is written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from tqdm import tqdm
+
+from slicer import audio as audio_units
+from slicer.card import model_card
+from slicer.config import kv_roles, text_config
+from slicer.errors import SliceError
+from slicer.plan import SlicePlan
+from slicer.shapes import checkpoint_shapes, text_prefix
+from slicer.shards import OutTensor, ShardWriter, TensorInfo, read_rows, read_tensors, row_chunks, to_float32
+
+CutKind = Literal["copy", "rows", "cols", "row_blocks", "col_blocks", "unit_rows", "unit_cols"]
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".onnx_data", ".h5", ".msgpack")
+DROPPED_FOR_TEXT = ("model.audio_tower.", "model.vision_tower.", "model.embed_audio.", "model.embed_vision.")
+
+
+@dataclass(frozen=True)
+class Cut:
+    """How one child tensor is made from one parent tensor (2-D cuts keep leading rows/columns)."""
+
+    child: str
+    parent: str
+    kind: CutKind = "copy"
+    keep: int = 0  # rows, columns or live units kept
+    blocks: tuple[int, ...] = ()  # row/column blocks kept, each `block` wide
+    block: int = 0
+    order: tuple[int, ...] = field(default=(), repr=False)  # unit permutation for audio FFN cuts
+
+    def shape(self, info: TensorInfo) -> tuple[int, ...]:
+        rows, *rest = info.shape
+        if self.kind == "rows":
+            return (self.keep, *rest)
+        if self.kind == "cols":
+            return (rows, self.keep)
+        if self.kind == "row_blocks":
+            return (len(self.blocks) * self.block, *rest)
+        if self.kind == "col_blocks":
+            return (rows, len(self.blocks) * self.block)
+        return info.shape
+
+
+_LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
+_BLOCK = re.compile(r"^conformer\.(\d+)\.(.+)$")
+_AUDIO_FFN = re.compile(r"^(ffw_layer_(?:start|end))\.ffw_layer_([12])\.weight$")
+
+
+def check_parent(plan: SlicePlan, tensors: dict[str, TensorInfo]) -> None:
+    """Every tensor the parent's config implies must be present with its shape (extra ones are fine)."""
+    for name, shape in checkpoint_shapes(plan.parent).items():
+        if name not in tensors:
+            raise SliceError(f"the parent checkpoint has no tensor {name}: its shards are incomplete, download again")
+        if tensors[name].shape != shape:
+            raise SliceError(
+                f"{name} has shape {list(tensors[name].shape)} but config.json implies {list(shape)}: "
+                f"the config does not belong to these weights"
+            )
+
+
+def _text_cut(plan: SlicePlan, rest: str, parent: str, child_prefix: str) -> Cut | None:
+    text = text_config(plan.parent)
+    per_layer = text["hidden_size_per_layer_input"]
+    if rest == "embed_tokens_per_layer.weight":
+        return Cut(child_prefix + rest, parent, "col_blocks", blocks=plan.kept_layers, block=per_layer)
+    if rest == "per_layer_model_projection.weight":
+        return Cut(child_prefix + rest, parent, "row_blocks", blocks=plan.kept_layers, block=per_layer)
+    match = _LAYER.match(rest)
+    if not match:
+        return Cut(child_prefix + rest, parent)
+    layer, name = int(match.group(1)), match.group(2)
+    if layer not in plan.kept_layers:
+        return None
+    position = plan.kept_layers.index(layer)
+    child_roles = kv_roles(text_config(plan.child)["layer_types"], text_config(plan.child)["num_kv_shared_layers"])
+    if child_roles[position] == "reuse" and re.match(r"self_attn\.(k_proj|v_proj|k_norm)\.", name):
+        return None  # Google's checkpoints carry these for KV-shared layers; transformers >= 5 has none
+    child = f"{child_prefix}layers.{position}.{name}"
+    width = plan.ffn_dims[position]
+    if name in ("mlp.gate_proj.weight", "mlp.up_proj.weight"):
+        return Cut(child, parent, "rows", keep=width)
+    if name == "mlp.down_proj.weight":
+        return Cut(child, parent, "cols", keep=width)
+    return Cut(child, parent)
+
+
+def _audio_cut(plan: SlicePlan, rest: str, parent: str, orders: dict[str, np.ndarray] | None) -> Cut | None:
+    match = _BLOCK.match(rest)
+    if not match:
+        return Cut(parent, parent)
+    block, name = int(match.group(1)), match.group(2)
+    if block not in (plan.kept_audio_blocks or ()):
+        return None
+    child = f"model.audio_tower.conformer.{plan.kept_audio_blocks.index(block)}.{name}"
+    ffn = _AUDIO_FFN.match(name)
+    if plan.audio_ffn_dim is None or not ffn:
+        return Cut(child, parent)
+    order = () if orders is None else tuple(int(u) for u in orders[f"conformer.{block}.{ffn.group(1)}"])
+    kind: CutKind = "unit_rows" if ffn.group(2) == "1" else "unit_cols"
+    return Cut(child, parent, kind, keep=plan.audio_ffn_dim, order=order)
+
+
+def audio_unit_orders(plan: SlicePlan, tensors: dict[str, TensorInfo]) -> dict[str, np.ndarray]:
+    """For each kept conformer feed-forward module, its unit permutation (see slicer/audio.py)."""
+    if plan.audio_ffn_dim is None:
+        return {}
+    orders = {}
+    for block in plan.kept_audio_blocks or ():
+        for module in ("ffw_layer_start", "ffw_layer_end"):
+            key = f"conformer.{block}.{module}"
+            w1, w2 = (_load(tensors[f"model.audio_tower.{key}.ffw_layer_{k}.weight"]) for k in (1, 2))
+            orders[key] = audio_units.unit_order(w1, w2, plan.audio_ffn_dim)
+    return orders
+
+
+def _load(info: TensorInfo) -> np.ndarray:
+    with info.file.open("rb") as f:
+        return to_float32(read_rows(f, info, 0, info.shape[0]), info.dtype, info.shape)
+
+
+def tensor_map(plan: SlicePlan, tensors: dict[str, TensorInfo],
+               orders: dict[str, np.ndarray] | None = None) -> list[Cut]:
+    """The child's tensors, each as a cut of one parent tensor, in the parent's on-disk order.
+
+    Audio FFN cuts need `orders` (from `audio_unit_orders`, which reads weights) only to be written;
+    without them the map still gives every child tensor's name and shape.
+    """
+    parent_text = text_prefix(plan.parent)
+    child_text = text_prefix(plan.child)
+    cuts = []
+    for name in sorted(tensors, key=lambda n: (str(tensors[n].file), tensors[n].start)):
+        if name.startswith(parent_text):
+            cut = _text_cut(plan, name[len(parent_text):], name, child_text)
+        elif plan.text_only_child and name.startswith(DROPPED_FOR_TEXT):
+            cut = None
+        elif name.startswith("model.audio_tower."):
+            cut = _audio_cut(plan, name[len("model.audio_tower."):], name, orders)
+        else:
+            cut = Cut(name, name)  # vision tower, multimodal embedders, an untied lm_head
+        if cut is not None:
+            cuts.append(cut)
+    return cuts
+
+
+def _stream(cut: Cut, info: TensorInfo, f, writer: ShardWriter, bar: tqdm) -> None:
+    """Write one cut, reading the parent in bounded row chunks."""
+    item = info.itemsize
+    if cut.kind in ("unit_rows", "unit_cols"):
+        raw = read_rows(f, info, 0, info.shape[0])
+        units = np.asarray(cut.order)
+        if cut.kind == "unit_rows":  # ffw_layer_1: [4H, H], one unit per row
+            out = raw[units].copy()
+            out[cut.keep:] = 0
+        else:  # ffw_layer_2: [H, 4H], one unit per column
+            cells = raw.reshape(info.shape[0], info.shape[1], item)[:, units].copy()
+            cells[:, cut.keep:] = 0
+            out = cells
+        writer.write(out)
+        bar.update(info.nbytes)
+        return
+    if cut.kind == "row_blocks":
+        for block in cut.blocks:
+            writer.write(read_rows(f, info, block * cut.block, cut.block))
+        bar.update(info.nbytes)
+        return
+    rows = cut.keep if cut.kind == "rows" else (info.shape or (1,))[0]
+    for first, count in row_chunks(info):
+        if first >= rows:
+            break
+        count = min(count, rows - first)
+        chunk = read_rows(f, info, first, count)
+        if cut.kind == "cols":
+            chunk = chunk[:, : cut.keep * item]
+        elif cut.kind == "col_blocks":
+            blocks = chunk.reshape(count, -1, cut.block * item)[:, list(cut.blocks)]
+            chunk = blocks.reshape(count, -1)
+        writer.write(chunk)
+    bar.update(info.nbytes)
+
+
+def copy_side_files(parent: Path, out: Path, text_only: bool) -> list[str]:
+    """Tokenizer, processor, generation and chat-template files: every top-level non-weight file."""
+    skip = {"config.json", "README.md", "model.safetensors.index.json"}
+    if text_only:
+        skip |= {"preprocessor_config.json", "processor_config.json"}
+    copied = []
+    for path in sorted(parent.iterdir()):
+        if (path.is_file() and not path.name.startswith(".") and not path.name.endswith(WEIGHT_SUFFIXES)
+                and path.name not in skip):
+            shutil.copy2(path, out / path.name)
+            copied.append(path.name)
+    return copied
+
+
+def slice_checkpoint(parent: Path, out: Path, plan: SlicePlan, *, overwrite: bool = False,
+                     max_shard_bytes: int = 4 << 30, progress: bool = True) -> Path:
+    """Write the child checkpoint of `plan` to `out`, atomically (temporary folder, then rename)."""
+    if out.exists() and not overwrite:
+        raise SliceError(f"{out} already exists: choose another folder or pass --overwrite")
+    tensors = read_tensors(parent)
+    check_parent(plan, tensors)
+    cuts = tensor_map(plan, tensors, audio_unit_orders(plan, tensors))
+    outs = [OutTensor(c.child, tensors[c.parent].dtype, c.shape(tensors[c.parent])) for c in cuts]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        writer = ShardWriter(work, outs, max_shard_bytes)
+        total = sum(tensors[c.parent].nbytes for c in cuts)
+        handles: dict[Path, object] = {}
+        with tqdm(total=total, unit="B", unit_scale=True, desc="slicing", disable=not progress) as bar:
+            try:
+                for cut in cuts:
+                    info = tensors[cut.parent]
+                    handle = handles.get(info.file) or handles.setdefault(info.file, info.file.open("rb"))
+                    writer.begin(cut.child)
+                    _stream(cut, info, handle, writer, bar)
+                writer.close()
+            finally:
+                for handle in handles.values():
+                    handle.close()
+        (work / "config.json").write_text(json.dumps(plan.child, indent=2, sort_keys=True) + "\n")
+        copy_side_files(parent, work, plan.text_only_child)
+        (work / "README.md").write_text(model_card(plan, parent, outs))
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out
+

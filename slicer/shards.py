@@ -1,0 +1,231 @@
+"""Safetensors shards, read and written as byte ranges so that nothing is held but one chunk.
+
+The safetensors format is an 8-byte little-endian header length, a JSON header giving each tensor's
+dtype, shape and byte range, then the raw row-major data. Slicing a Gemma 3n checkpoint only ever keeps
+leading rows, leading columns, or whole blocks of rows or columns, so every cut is a set of byte ranges
+of the parent's data: this module reads those ranges in bounded chunks and writes them straight to the
+child's shards, whatever the dtype (bfloat16 included), with no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from slicer.errors import SliceError
+
+INDEX = "model.safetensors.index.json"
+SINGLE = "model.safetensors"
+ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+            "F8_E4M3": 1, "F8_E5M2": 1}
+CHUNK_BYTES = 32 << 20  # bounded reads keep peak memory near one chunk, never one tensor
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor's bytes lie in a shard."""
+
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # absolute offset of the first byte in `file`
+    nbytes: int
+
+    @property
+    def itemsize(self) -> int:
+        return ITEMSIZE[self.dtype]
+
+
+def read_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse one shard's header and check that the file holds every byte the header promises."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            if length > size - 8 or length > 100 << 20:
+                raise ValueError
+            header = json.loads(f.read(length))
+    except FileNotFoundError:
+        raise SliceError(f"shard {path.name} is missing from {path.parent}: restore it (download again)") from None
+    except (ValueError, struct.error, UnicodeDecodeError):
+        raise SliceError(f"shard {path} has no valid safetensors header: it is corrupt, download it again") from None
+    header.pop("__metadata__", None)
+    base = 8 + length
+    tensors = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        if base + end > size:
+            raise SliceError(
+                f"shard {path} is truncated ({size} bytes, its header needs {base + end}): download it again"
+            )
+        tensors[name] = TensorInfo(path, entry["dtype"], tuple(entry["shape"]), base + begin, end - begin)
+    return tensors
+
+
+def checkpoint_files(model: Path) -> list[Path]:
+    """The shard files of a checkpoint folder, from its index if it has one."""
+    index = model / INDEX
+    if index.is_file():
+        weight_map = json.loads(index.read_text())["weight_map"]
+        return [model / name for name in sorted(set(weight_map.values()))]
+    if (model / SINGLE).is_file():
+        return [model / SINGLE]
+    raise SliceError(f"{model} has no {SINGLE} or {INDEX}: pass a checkpoint folder with safetensors weights")
+
+
+def read_tensors(model: Path) -> dict[str, TensorInfo]:
+    """Every tensor of a checkpoint, checked against its index."""
+    tensors: dict[str, TensorInfo] = {}
+    for file in checkpoint_files(model):
+        tensors |= read_header(file)
+    index = model / INDEX
+    if index.is_file():
+        for name, file in json.loads(index.read_text())["weight_map"].items():
+            if name not in tensors:
+                raise SliceError(
+                    f"{file} lacks tensor {name} that {INDEX} names: the shard is damaged, download it again"
+                )
+    return tensors
+
+
+def read_range(f: BinaryIO, start: int, nbytes: int) -> bytes:
+    f.seek(start)
+    data = f.read(nbytes)
+    if len(data) != nbytes:
+        raise SliceError(f"{f.name} ended early while reading: the shard is truncated, download it again")
+    return data
+
+
+def read_rows(f: BinaryIO, info: TensorInfo, first: int, count: int) -> np.ndarray:
+    """Rows [first, first+count) of a 2-D tensor as a (count, row_bytes) uint8 array."""
+    row_bytes = info.nbytes // (info.shape or (1,))[0]
+    data = read_range(f, info.start + first * row_bytes, count * row_bytes)
+    return np.frombuffer(data, dtype=np.uint8).reshape(count, row_bytes)
+
+
+def row_chunks(info: TensorInfo) -> Iterator[tuple[int, int]]:
+    """(first, count) row ranges of about CHUNK_BYTES each."""
+    rows = (info.shape or (1,))[0]
+    step = max(1, CHUNK_BYTES // max(1, info.nbytes // max(1, rows)))
+    for first in range(0, rows, step):
+        yield first, min(step, rows - first)
+
+
+def to_float32(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Decode raw little-endian bytes of a float tensor (for importance scores, never for output)."""
+    flat = np.ascontiguousarray(raw).view(np.uint8)
+    if dtype == "BF16":
+        values = (flat.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+    elif dtype in ("F16", "F32", "F64"):
+        values = flat.view({"F16": np.float16, "F32": np.float32, "F64": np.float64}[dtype]).astype(np.float32)
+    else:
+        raise SliceError(f"cannot score a {dtype} tensor: audio FFN narrowing needs float weights")
+    return values.reshape(shape)
+
+
+@dataclass(frozen=True)
+class OutTensor:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def nbytes(self) -> int:
+        count = ITEMSIZE[self.dtype]
+        for dim in self.shape:
+            count *= dim
+        return count
+
+
+def plan_shards(tensors: list[OutTensor], max_shard_bytes: int) -> list[list[OutTensor]]:
+    """Group tensors, in order, into shards of at most `max_shard_bytes` (a bigger tensor stands alone)."""
+    shards: list[list[OutTensor]] = [[]]
+    size = 0
+    for tensor in tensors:
+        if shards[-1] and size + tensor.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(tensor)
+        size += tensor.nbytes
+    return shards
+
+
+def shard_names(count: int) -> list[str]:
+    if count == 1:
+        return [SINGLE]
+    return [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+
+
+def encode_header(tensors: list[OutTensor]) -> bytes:
+    header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+    offset = 0
+    for tensor in tensors:
+        header[tensor.name] = {"dtype": tensor.dtype, "shape": list(tensor.shape),
+                               "data_offsets": [offset, offset + tensor.nbytes]}
+        offset += tensor.nbytes
+    body = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    body += b" " * (-len(body) % 8)
+    return struct.pack("<Q", len(body)) + body
+
+
+class ShardWriter:
+    """Writes a known list of tensors, in order, as chunks arrive; checks every tensor's byte count."""
+
+    def __init__(self, folder: Path, tensors: list[OutTensor], max_shard_bytes: int):
+        self.shards = plan_shards(tensors, max_shard_bytes)
+        self.names = shard_names(len(self.shards))
+        self.folder = folder
+        self._queue = [(shard, tensor) for shard, group in enumerate(self.shards) for tensor in group]
+        self._position = -1
+        self._file: BinaryIO | None = None
+        self._written = 0
+
+    def begin(self, name: str) -> None:
+        """Start the next tensor, which must be `name` (the order given at construction)."""
+        self._finish_tensor()
+        self._position += 1
+        shard, tensor = self._queue[self._position]
+        if tensor.name != name:
+            raise RuntimeError(f"tensor order broken: expected {tensor.name}, got {name}")
+        if self._position == 0 or self._queue[self._position - 1][0] != shard:
+            self._open(shard)
+
+    def write(self, data: bytes | memoryview | np.ndarray) -> None:
+        buffer = memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else data
+        assert self._file is not None
+        self._file.write(buffer)
+        self._written += len(buffer)
+
+    def close(self) -> None:
+        self._finish_tensor()
+        if self._position != len(self._queue) - 1:
+            raise RuntimeError("not every planned tensor was written")
+        self._close_file()
+        weight_map = {t.name: self.names[s] for s, group in enumerate(self.shards) for t in group}
+        if len(self.shards) > 1:
+            total = sum(t.nbytes for group in self.shards for t in group)
+            index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+            (self.folder / INDEX).write_text(json.dumps(index, indent=2) + "\n")
+
+    def _finish_tensor(self) -> None:
+        if self._position >= 0:
+            expected = self._queue[self._position][1]
+            if self._written != expected.nbytes:
+                raise RuntimeError(f"{expected.name}: wrote {self._written} bytes, expected {expected.nbytes}")
+        self._written = 0
+
+    def _open(self, shard: int) -> None:
+        self._close_file()
+        self._file = (self.folder / self.names[shard]).open("wb")
+        self._file.write(encode_header(self.shards[shard]))
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
