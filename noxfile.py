@@ -1,0 +1,47 @@
+"""The sessions people run. `nox -s build_web` is the main job; `nox -s tests` is what CI runs.
+
+Every session installs the project from pyproject.toml (torch pinned there), so a fresh clone needs
+nothing but Python and nox. Sessions reuse their virtualenv: torch is large.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "tests"]
+
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _install(session: nox.Session, extras: str = "web,dev") -> None:
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite: real tiny Gemma 3n models, real safetensors, real onnxruntime."""
+    _install(session)
+    session.run("pytest", *(session.posargs or ["-q"]), env=OFFLINE)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff, as configured in pyproject.toml."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Speed and memory benchmarks; results land in build/bench/."""
+    _install(session)
+    session.run("python", "-m", "benchmarks", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def build_web(session: nox.Session) -> None:
+    """Build the parent and sliced variants of a checkpoint into dist/web (default: the tiny model)."""
+    _install(session)
+    session.run("python", "-m", "web_export.build", *session.posargs, env=OFFLINE)
