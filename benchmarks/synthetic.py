@@ -1,0 +1,46 @@
+"""Synthetic full-size Gemma 3n checkpoints: real tensor shapes, cheap deterministic bytes.
+
+The benchmarks need E4B's real shapes (35 layers of 2048 x 16384 FFNs, the per-layer embedding table)
+but no real weights. Bytes come from one seeded 16 MiB block written again and again, so a 10 GB
+checkpoint is written at disk speed and is the same every time.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from slicer.config import e4b_config
+from slicer.shapes import text_shapes
+from slicer.shards import OutTensor, ShardWriter
+
+BLOCK = 16 << 20
+
+
+def synthetic_text_config(vocab_divisor: int = 4) -> dict:
+    """E4B's text decoder as a gemma3n_text config, with the two vocabularies divided by `vocab_divisor`."""
+    text = e4b_config()["text_config"]
+    text["vocab_size"] //= vocab_divisor
+    text["vocab_size_per_layer_input"] //= vocab_divisor
+    return text | {"model_type": "gemma3n_text", "architectures": ["Gemma3nForCausalLM"], "dtype": "bfloat16"}
+
+
+def write_synthetic(out: Path, config: dict, max_shard_bytes: int = 4 << 30, seed: int = 0) -> Path:
+    """Write a bfloat16 checkpoint of `config`'s text shapes to `out` (sharded like Google's)."""
+    out.mkdir(parents=True, exist_ok=True)
+    block = np.random.default_rng(seed).integers(0, 256, BLOCK, dtype=np.uint8)
+    block[1::2] &= 0x3F  # keep bfloat16 exponents small: finite, modest values
+    tensors = [OutTensor(name, "BF16", shape) for name, shape in sorted(text_shapes(config, "model.").items())]
+    writer = ShardWriter(out, tensors, max_shard_bytes)
+    for tensor in tensors:
+        writer.begin(tensor.name)
+        remaining = tensor.nbytes
+        while remaining:
+            step = min(remaining, BLOCK)
+            writer.write(block[:step])
+            remaining -= step
+    writer.close()
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    return out
