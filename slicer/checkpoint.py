@@ -24,7 +24,7 @@ from slicer.config import kv_roles, text_config
 from slicer.errors import SliceError
 from slicer.plan import SlicePlan
 from slicer.shapes import checkpoint_shapes, text_prefix
-from slicer.shards import OutTensor, ShardWriter, TensorInfo, read_rows, read_tensors, row_chunks, to_float32
+from slicer.shards import OutTensor, ShardWriter, TensorInfo, read_rows, read_tensors, to_float32
 
 CutKind = Literal["copy", "rows", "cols", "row_blocks", "col_blocks", "unit_rows", "unit_cols"]
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".onnx_data", ".h5", ".msgpack")
@@ -158,7 +158,7 @@ def tensor_map(plan: SlicePlan, tensors: dict[str, TensorInfo],
 
 
 def _stream(cut: Cut, info: TensorInfo, f, writer: ShardWriter, bar: tqdm) -> None:
-    """Write one cut, reading the parent in bounded row chunks."""
+    """Write one cut. Byte runs are copied inside the kernel; only audio FFN tensors (MBs) pass through memory."""
     item = info.itemsize
     if cut.kind in ("unit_rows", "unit_cols"):
         raw = read_rows(f, info, 0, info.shape[0])
@@ -173,24 +173,36 @@ def _stream(cut: Cut, info: TensorInfo, f, writer: ShardWriter, bar: tqdm) -> No
         writer.write(out)
         bar.update(info.nbytes)
         return
-    if cut.kind == "row_blocks":
-        for block in cut.blocks:
-            writer.write(read_rows(f, info, block * cut.block, cut.block))
-        bar.update(info.nbytes)
-        return
-    rows = cut.keep if cut.kind == "rows" else (info.shape or (1,))[0]
-    for first, count in row_chunks(info):
-        if first >= rows:
-            break
-        count = min(count, rows - first)
-        chunk = read_rows(f, info, first, count)
-        if cut.kind == "cols":
-            chunk = chunk[:, : cut.keep * item]
-        elif cut.kind == "col_blocks":
-            blocks = chunk.reshape(count, -1, cut.block * item)[:, list(cut.blocks)]
-            chunk = blocks.reshape(count, -1)
-        writer.write(chunk)
+    row_bytes = info.nbytes // (info.shape or (1,))[0]
+    for offset, nbytes in _byte_runs(cut, info, row_bytes):  # copied inside the kernel, like `cp`
+        writer.copy_range(f, info.start + offset, nbytes)
     bar.update(info.nbytes)
+
+
+def _byte_runs(cut: Cut, info: TensorInfo, row_bytes: int) -> list[tuple[int, int]]:
+    """The (offset, length) byte runs of the parent tensor that make up the child, in order."""
+    if cut.kind == "copy":
+        return [(0, info.nbytes)]
+    if cut.kind == "rows":
+        return [(0, cut.keep * row_bytes)]
+    if cut.kind == "row_blocks":
+        return _merge([(b * cut.block * row_bytes, cut.block * row_bytes) for b in cut.blocks])
+    if cut.kind == "cols":
+        within = [(0, cut.keep * info.itemsize)]
+    else:  # col_blocks
+        width = cut.block * info.itemsize
+        within = _merge([(b * width, width) for b in cut.blocks])
+    return _merge([(row * row_bytes + start, length) for row in range(info.shape[0]) for start, length in within])
+
+
+def _merge(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for start, length in runs:
+        if merged and merged[-1][0] + merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], merged[-1][1] + length)
+        else:
+            merged.append((start, length))
+    return merged
 
 
 def copy_side_files(parent: Path, out: Path, text_only: bool) -> list[str]:

@@ -1,17 +1,17 @@
-"""Safetensors shards, read and written as byte ranges so that nothing is held but one chunk.
+"""Safetensors shards, read and written as byte ranges so that no tensor is ever held in memory.
 
 The safetensors format is an 8-byte little-endian header length, a JSON header giving each tensor's
 dtype, shape and byte range, then the raw row-major data. Slicing a Gemma 3n checkpoint only ever keeps
 leading rows, leading columns, or whole blocks of rows or columns, so every cut is a set of byte ranges
-of the parent's data: this module reads those ranges in bounded chunks and writes them straight to the
-child's shards, whatever the dtype (bfloat16 included), with no torch.
+of the parent's data: this module copies those ranges into the child's shards inside the kernel
+(`os.copy_file_range`, as `cp` does), whatever the dtype (bfloat16 included), with no torch.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,7 +24,6 @@ INDEX = "model.safetensors.index.json"
 SINGLE = "model.safetensors"
 ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
             "F8_E4M3": 1, "F8_E5M2": 1}
-CHUNK_BYTES = 32 << 20  # bounded reads keep peak memory near one chunk, never one tensor
 
 
 @dataclass(frozen=True)
@@ -109,14 +108,6 @@ def read_rows(f: BinaryIO, info: TensorInfo, first: int, count: int) -> np.ndarr
     return np.frombuffer(data, dtype=np.uint8).reshape(count, row_bytes)
 
 
-def row_chunks(info: TensorInfo) -> Iterator[tuple[int, int]]:
-    """(first, count) row ranges of about CHUNK_BYTES each."""
-    rows = (info.shape or (1,))[0]
-    step = max(1, CHUNK_BYTES // max(1, info.nbytes // max(1, rows)))
-    for first in range(0, rows, step):
-        yield first, min(step, rows - first)
-
-
 def to_float32(raw: np.ndarray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
     """Decode raw little-endian bytes of a float tensor (for importance scores, never for output)."""
     flat = np.ascontiguousarray(raw).view(np.uint8)
@@ -196,6 +187,15 @@ class ShardWriter:
         if self._position == 0 or self._queue[self._position - 1][0] != shard:
             self._open(shard)
 
+    def copy_range(self, source: BinaryIO, start: int, nbytes: int) -> None:
+        """Append bytes [start, start+nbytes) of `source` inside the kernel, as `cp` does (no user copy)."""
+        assert self._file is not None
+        while nbytes:
+            done = os.copy_file_range(source.fileno(), self._file.fileno(), nbytes, start)
+            if done == 0:
+                raise SliceError(f"{source.name} ended early while reading: the shard is truncated, download it again")
+            start, nbytes, self._written = start + done, nbytes - done, self._written + done
+
     def write(self, data: bytes | memoryview | np.ndarray) -> None:
         buffer = memoryview(np.ascontiguousarray(data)).cast("B") if isinstance(data, np.ndarray) else data
         assert self._file is not None
@@ -222,7 +222,7 @@ class ShardWriter:
 
     def _open(self, shard: int) -> None:
         self._close_file()
-        self._file = (self.folder / self.names[shard]).open("wb")
+        self._file = (self.folder / self.names[shard]).open("wb", buffering=0)  # raw: copy_range shares the fd
         self._file.write(encode_header(self.shards[shard]))
 
     def _close_file(self) -> None:
