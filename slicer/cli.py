@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
         raise SliceError(f"{message} (see `{self.prog} --help`)")
 
 
-def _size(text: str) -> int:
+def parse_size(text: str) -> int:
     units = {"KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "B": 1}
     upper = text.strip().upper()
     for unit, factor in sorted(units.items(), key=lambda kv: -len(kv[0])):
@@ -100,7 +100,7 @@ def cmd_slice(args: argparse.Namespace) -> None:
     if out.exists() and not args.overwrite:
         raise SliceError(f"{out} already exists: choose another folder or pass --overwrite")
     plan = make_plan(load_config(parent), slice_spec(args))
-    slice_checkpoint(parent, out, plan, overwrite=args.overwrite, max_shard_bytes=_size(args.max_shard_size))
+    slice_checkpoint(parent, out, plan, overwrite=args.overwrite, max_shard_bytes=parse_size(args.max_shard_size))
     params = plan.summary()["params"]
     print(f"wrote {out}: {len(plan.kept_layers)} layers, {params['effective_published'] / 1e9:.3f}B effective "
           f"(published convention), {params['total'] / 1e9:.3f}B total")
@@ -152,7 +152,9 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        from web_export.cli import register
+
+        args = build_parser([register]).parse_args(argv)
         args.run(args)
     except SliceError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,272 @@
+"""Bundles of the tiny checkpoints: layout transformers.js expects, manifest, determinism, and Node == PyTorch.
+
+The Node tests run transformers.js 4.3.1 from tests/web_export/node (`npm ci --ignore-scripts` there); without
+its node_modules they skip and say so. fp32 greedy ids must equal PyTorch's exactly; q4 is only required to
+load and generate, since 4-bit rounding of random weights changes the argmax (export-traps.md, trap 8).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from slicer.plan import count_params
+from web_export.bundle import write_bundle
+from web_export.checkpoint import load_parts
+from web_export.node_check import node_generate, node_unavailable_reason
+from web_export.parity import ParityInputs, fixed_inputs, torch_greedy
+from web_export.quantize import check_tensor_limit, external_chunk_count, quantize
+
+DTYPES = ("fp32", "q4")
+TEXT_SESSIONS = ("embed_tokens", "decoder_model_merged")
+ALL_SESSIONS = (*TEXT_SESSIONS, "audio_encoder", "vision_encoder")
+HELLO_WORLD = [2, 48, 77, 84, 84, 87, 118, 87, 90, 84, 76]  # the tiny tokenizer's "<bos>Hello world"
+STEPS = 15  # prompt + 16 new tokens passes the tiny model's 16-token sliding window
+
+needs_node = pytest.mark.skipif(node_unavailable_reason() is not None, reason=str(node_unavailable_reason()))
+
+
+@pytest.fixture(scope="module")
+def text_bundle(tiny_text: Path, tmp_path_factory) -> Path:
+    return write_bundle(tiny_text, tmp_path_factory.mktemp("bundles") / "text", dtypes=DTYPES)
+
+
+@pytest.fixture(scope="module")
+def mm_bundle(tiny_multimodal: Path, tmp_path_factory) -> Path:
+    return write_bundle(tiny_multimodal, tmp_path_factory.mktemp("bundles") / "multimodal", dtypes=DTYPES)
+
+
+def expected_onnx_files(sessions: tuple[str, ...]) -> set[str]:
+    suffixes = {"fp32": "", "q4": "_q4"}
+    return {f"onnx/{s}{suffixes[d]}.onnx{ext}" for s in sessions for d in DTYPES for ext in ("", "_data")}
+
+
+def files_under(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def read(root: Path, name: str) -> dict:
+    return json.loads((root / name).read_text())
+
+
+def test_text_layout(text_bundle: Path) -> None:
+    side = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
+    assert files_under(text_bundle) == side | {"manifest.json"} | expected_onnx_files(TEXT_SESSIONS)
+
+
+def test_multimodal_layout(mm_bundle: Path) -> None:
+    side = {"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"}
+    side |= {"preprocessor_config.json", "processor_config.json"}
+    assert files_under(mm_bundle) == side | {"manifest.json"} | expected_onnx_files(ALL_SESSIONS)
+
+
+@pytest.mark.parametrize("which", ["text", "mm"])
+def test_config_declares_what_transformers_js_reads(which: str, request) -> None:
+    bundle = request.getfixturevalue(f"{which}_bundle")
+    config = read(bundle, "config.json")
+    sessions = TEXT_SESSIONS if which == "text" else ALL_SESSIONS
+    assert config["model_type"] == "gemma3n"
+    assert config["architectures"] == ["Gemma3nForConditionalGeneration"]
+    assert config["text_config"]["model_type"] == "gemma3n_text"
+    js = config["transformers.js_config"]
+    assert js["dtype"] == {s: DTYPES[0] for s in sessions}
+    onnx_files = sorted(p for p in (bundle / "onnx").glob("*.onnx"))
+    assert js["use_external_data_format"] == {p.name: external_chunk_count(p) for p in onnx_files}
+    for path in onnx_files:
+        chunks = sorted(path.parent.glob(path.name + "_data*"))
+        assert len(chunks) == js["use_external_data_format"][path.name]
+
+
+@pytest.mark.parametrize("which", ["text", "mm"])
+def test_manifest_lists_every_file(which: str, request) -> None:
+    bundle = request.getfixturevalue(f"{which}_bundle")
+    source = request.getfixturevalue("tiny_text" if which == "text" else "tiny_multimodal")
+    manifest = read(bundle, "manifest.json")
+    assert set(manifest["files"]) == files_under(bundle) - {"manifest.json"}
+    for name, record in manifest["files"].items():
+        data = (bundle / name).read_bytes()
+        assert record == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    source_config = read(source, "config.json")
+    assert manifest["params"] == count_params(source_config)
+    assert manifest["matslice"] == source_config.get("matslice")
+    assert manifest["dtypes"] == list(DTYPES)
+    for variants in manifest["sessions"].values():
+        for record in variants.values():
+            names = [record["file"], *record["data_files"]]
+            assert record["bytes"] == sum(manifest["files"][f]["bytes"] for f in names)
+            assert 0 < record["largest_tensor"]["bytes"] <= manifest["largest_tensor"]["bytes"]
+
+
+def test_no_build_paths_in_graphs(text_bundle: Path, tiny_text: Path) -> None:
+    for path in (text_bundle / "onnx").glob("*.onnx"):
+        data = path.read_bytes()
+        assert str(Path.cwd()).encode() not in data
+        assert str(tiny_text).encode() not in data
+        assert not onnx.load(path, load_external_data=False).metadata_props
+
+
+def test_q4_uses_block_quantized_kernels(mm_bundle: Path) -> None:
+    ops = {name: op_types(mm_bundle / "onnx" / f"{name}_q4.onnx") for name in TEXT_SESSIONS}
+    assert "GatherBlockQuantized" in ops["embed_tokens"]
+    assert "MatMulNBits" in ops["decoder_model_merged"]
+    manifest = read(mm_bundle, "manifest.json")["sessions"]
+    for name in ALL_SESSIONS:
+        assert manifest[name]["q4"]["bytes"] < manifest[name]["fp32"]["bytes"]
+
+
+def op_types(path: Path) -> set[str]:
+    return {node.op_type for node in onnx.load(path, load_external_data=False).graph.node}
+
+
+def test_text_bundle_is_deterministic(tiny_text: Path, text_bundle: Path, tmp_path: Path) -> None:
+    again = write_bundle(tiny_text, tmp_path / "again", dtypes=DTYPES)
+    assert read(again, "manifest.json") == read(text_bundle, "manifest.json")
+
+
+def test_multimodal_quantization_is_deterministic(mm_bundle: Path, tmp_path: Path) -> None:
+    """Re-quantizing the bundle's fp32 sessions reproduces its q4 files byte for byte (export itself is
+    covered by the text bundle rebuild, which is much cheaper)."""
+    files = read(mm_bundle, "manifest.json")["files"]
+    for name in ALL_SESSIONS:
+        out = quantize(mm_bundle / "onnx" / f"{name}.onnx", "q4", tmp_path)
+        for path in [out, *sorted(tmp_path.glob(out.name + "_data*"))]:
+            assert hashlib.sha256(path.read_bytes()).hexdigest() == files[f"onnx/{path.name}"]["sha256"]
+
+
+def test_chunked_external_data_round_trips(text_bundle: Path, tmp_path: Path) -> None:
+    source = text_bundle / "onnx" / "embed_tokens.onnx"
+    out = quantize(source, "fp32", tmp_path, max_file_bytes=150_000)
+    assert external_chunk_count(out) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, out.name + "_data", out.name + "_data_1"]
+    assert all(p.stat().st_size <= 150_000 for p in tmp_path.iterdir())
+    feeds = {"input_ids": np.array([[2, 40, 77, 250, 287]], dtype=np.int64)}
+    want = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, feeds)
+    got = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for a, b in zip(want, got, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_oversized_tensor_is_refused(text_bundle: Path, tmp_path: Path) -> None:
+    model = onnx.load(text_bundle / "onnx" / "embed_tokens.onnx")
+    with pytest.raises(ValueError, match="single-tensor limit"):
+        check_tensor_limit(model, limit=100_000)
+    with pytest.raises(ValueError, match="cannot span two chunks"):
+        quantize(text_bundle / "onnx" / "embed_tokens.onnx", "fp32", tmp_path, max_file_bytes=100_000)
+
+
+def torch_ids(
+    model_dir: Path, modalities: set[str], prompt: list[int] | None = None
+) -> tuple[list[int], list[int], dict[str, np.ndarray]]:
+    """(prompt ids, greedy ids cut after the first EOS, extra model inputs) from the PyTorch reference.
+
+    The prompt is parity.fixed_inputs' unless given (text only).
+    """
+    parts = load_parts(model_dir)
+    inputs = fixed_inputs(parts, modalities)
+    if prompt is not None:
+        inputs = ParityInputs(input_ids=torch.tensor([prompt]))
+    _, ids = torch_greedy(parts, inputs, STEPS)
+    eos = read(model_dir, "generation_config.json")["eos_token_id"]
+    eos = set(eos if isinstance(eos, list) else [eos])
+    cut = next((i + 1 for i, t in enumerate(ids) if t in eos), len(ids))
+    names = ("input_features", "input_features_mask")
+    extra = {k: getattr(inputs, k).numpy() for k in names if getattr(inputs, k) is not None}
+    return inputs.input_ids[0].tolist(), ids[:cut], extra
+
+
+@needs_node
+def test_node_fp32_text_bundle_matches_torch(text_bundle: Path, tiny_text: Path) -> None:
+    prompt, want, _ = torch_ids(tiny_text, set())
+    assert len(want) == STEPS + 1
+    got = node_generate(text_bundle, dtype="fp32", ids=prompt, max_new_tokens=STEPS + 1)
+    assert got["new_ids"] == want
+
+
+@needs_node
+def test_node_fp32_multimodal_bundle_matches_torch_on_text(mm_bundle: Path, tiny_multimodal: Path) -> None:
+    # "Hello world": fixed_inputs' text prompt hits EOS after 4 tokens on this checkpoint.
+    prompt, want, _ = torch_ids(tiny_multimodal, set(), prompt=HELLO_WORLD)
+    assert len(want) == STEPS + 1
+    for model_class in ("causal", "conditional"):  # text sessions only, then all four sessions loaded
+        got = node_generate(mm_bundle, dtype="fp32", ids=prompt, max_new_tokens=STEPS + 1, model_class=model_class)
+        assert got["new_ids"] == want, model_class
+
+
+@needs_node
+def test_node_fp32_multimodal_bundle_matches_torch_on_audio(mm_bundle: Path, tiny_multimodal: Path) -> None:
+    prompt, want, extra = torch_ids(tiny_multimodal, {"audio"})
+    assert len(want) == STEPS + 1
+    got = node_generate(
+        mm_bundle, dtype="fp32", ids=prompt, max_new_tokens=STEPS + 1, model_class="conditional", inputs=extra
+    )
+    assert got["new_ids"] == want
+
+
+@needs_node
+def test_node_tokenizer_matches_python(text_bundle: Path, tiny_text: Path) -> None:
+    from transformers import AutoTokenizer
+
+    prompt = "Hello world"
+    got = node_generate(text_bundle, dtype="fp32", prompt=prompt, max_new_tokens=1)
+    assert got["tokenizer_ids"] == AutoTokenizer.from_pretrained(tiny_text)(prompt).input_ids == HELLO_WORLD
+
+
+@needs_node
+@pytest.mark.parametrize("which", ["text", "mm"])
+def test_node_q4_bundle_generates(which: str, request) -> None:
+    bundle = request.getfixturevalue(f"{which}_bundle")
+    got = node_generate(bundle, dtype="q4", ids=HELLO_WORLD, max_new_tokens=8, min_new_tokens=8)
+    vocab = read(bundle, "config.json")["text_config"]["vocab_size"]
+    assert len(got["new_ids"]) == 8
+    assert all(0 <= t < vocab for t in got["new_ids"])
+
+
+def run(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+def test_q4_embedding_rows_stay_within_int4_rounding(text_bundle: Path) -> None:
+    """GatherBlockQuantized must dequantize the rows it gathers. onnxruntime's symmetric int4 maps the block's
+    largest-magnitude value to -8 (scale = that value / -8), so an element moves by at most one step (the +8
+    side clips to 7): 1/8 of its block's absmax, hence within 1/8 of its row's largest entry. A wrong
+    quantization axis or packing would give errors of the order of the values. Row 0 (<pad>) is all zeros."""
+    feeds = {"input_ids": np.arange(256, dtype=np.int64)[None]}
+    want = run(text_bundle / "onnx" / "embed_tokens.onnx", feeds)[0][0]
+    got = run(text_bundle / "onnx" / "embed_tokens_q4.onnx", feeds)[0][0]
+    scale = np.abs(want).max(-1, keepdims=True)
+    assert (scale[1:] > 0).all()
+    assert np.abs(got - want).max() > 0  # actually quantized
+    assert (np.abs(got - want) <= scale / 8 * 1.01 + 1e-6).all()
+
+
+def test_q4_matmul_matches_its_dequantized_weights(tmp_path: Path) -> None:
+    """MatMul -> MatMulNBits on a one-node graph: the output equals x @ dequantized(W) (trap 8: check 4-bit
+    kernels against the rounded weights, not against fp32), and stays within int4 rounding of x @ W."""
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 48)).astype(np.float32)
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "one_matmul",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3, 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 48])],
+        [onnx.numpy_helper.from_array(weight, "w")],
+    )
+    source = tmp_path / "one.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 20)]), source)
+    out = quantize(source, "q4", tmp_path / "one_q4.onnx", block_size=32)
+    assert op_types(out) == {"MatMulNBits"}
+    blocks = weight.reshape(2, 32, 48)  # blocks of 32 along K, per output column
+    high, low = blocks.max(axis=1, keepdims=True), blocks.min(axis=1, keepdims=True)
+    scales = np.where(np.abs(high) > np.abs(low), high, low) / -8  # onnxruntime's symmetric int4 convention
+    dequantized = (np.clip(np.round(blocks / scales), -8, 7) * scales).reshape(64, 48)
+    got = run(out, {"x": x})[0]
+    np.testing.assert_allclose(got, x @ dequantized, rtol=1e-4, atol=1e-4)
+    assert np.abs(got - x @ weight).max() > 1e-3  # the weights were really rounded

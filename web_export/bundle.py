@@ -1,0 +1,225 @@
+"""Lay out a Gemma 3n checkpoint as a folder transformers.js 4.x loads with `from_pretrained(<folder>)`.
+
+Why these exact files (transformers.js 4.3.1 source, `src/`):
+* `onnx/<session><suffix>.onnx`: sessions from `models/session_config.js` (ImageAudioTextToText), suffix per dtype
+  from `utils/dtypes.js`, subfolder `onnx` from `models/auto/modeling_auto.js`;
+* `config.json` `transformers.js_config`: `dtype` (per-session map, `selectDtype`) and `use_external_data_format`
+  (map from file name to chunk count, `utils/model-loader.js` resolveExternalDataFormat). Nothing probes for
+  data files, so an undeclared chunk is never fetched and the session fails;
+* a text-only checkpoint (`gemma3n_text`, `Gemma3nForCausalLM`) is not loadable as is: `gemma3n_text` is in no
+  model mapping of `models/registry.js`, and `Gemma3nForCausalLM` under its own architecture resolves to the
+  single-session DecoderOnly layout although its forward runs `embed_tokens`. `resolveTypeConfig`
+  (`models/modeling_utils.js`) only gives the embed_tokens + decoder_model_merged pair to a ForCausalLM class
+  loading a `...ForConditionalGeneration` architecture, so the bundle wraps the text config as a `gemma3n` config
+  with `text_config` (`configs.js` getNormalizedConfig reads `text_config` for `gemma3n`);
+* tokenizer.json / tokenizer_config.json / chat_template.jinja (`utils/constants.js` CHAT_TEMPLATE_NAME),
+  generation_config.json, and for the processor preprocessor_config.json / processor_config.json.
+`manifest.json` records every file's size and sha256 so a deployment can verify what it serves. The bundle is
+built in a sibling temp folder and renamed into place, so a failed build never leaves a half bundle behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from slicer.plan import count_params
+from web_export.export import ONNX_SUBDIR, export_onnx
+from web_export.quantize import DTYPES, external_chunk_count, largest_tensor_in_file, quantize, variant_name
+
+REQUIRED_FILES = ("tokenizer.json", "tokenizer_config.json")
+OPTIONAL_FILES = (
+    "generation_config.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "special_tokens_map.json",
+)
+MULTIMODAL_ARCH = "Gemma3nForConditionalGeneration"
+MANIFEST_FORMAT = 1
+
+
+def write_bundle(
+    model_dir: Path,
+    out: Path,
+    dtypes: tuple[str, ...] = ("q4",),
+    modalities: set[str] | None = None,
+    **quantize_options: Any,
+) -> Path:
+    """Export, quantize and lay out `model_dir` as a transformers.js bundle at `out`; returns `out`.
+
+    The first dtype is the default the bundle's config declares; the others are selectable with
+    `from_pretrained(..., { dtype })`. `quantize_options` go to `web_export.quantize.quantize` (block_size,
+    symmetric, max_file_bytes, max_tensor_bytes).
+    """
+    model_dir, out = Path(model_dir), Path(out)
+    dtypes = check_dtypes(dtypes)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        sessions = build_sessions(model_dir, staging / ONNX_SUBDIR, dtypes, modalities, quantize_options)
+        copy_side_files(model_dir, staging)
+        source_config = read_json(model_dir / "config.json")
+        write_json(staging / "config.json", bundle_config(source_config, sessions, dtypes))
+        write_json(staging / "manifest.json", manifest(staging, source_config, sessions, dtypes))
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out
+
+
+def check_dtypes(dtypes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    dtypes = tuple(dict.fromkeys(dtypes))
+    unknown = [d for d in dtypes if d not in DTYPES]
+    if not dtypes or unknown:
+        raise ValueError(f"dtypes must be a non-empty subset of {list(DTYPES)}, got {list(dtypes)}")
+    return dtypes
+
+
+def build_sessions(
+    model_dir: Path,
+    onnx_dir: Path,
+    dtypes: tuple[str, ...],
+    modalities: set[str] | None,
+    options: dict[str, Any],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """{session: {dtype: file record}} after exporting fp32 once and deriving every dtype from it."""
+    onnx_dir.mkdir(parents=True, exist_ok=True)
+    sessions: dict[str, dict[str, dict[str, Any]]] = {}
+    with tempfile.TemporaryDirectory(prefix="matslice-export-") as tmp:
+        exported = export_onnx(model_dir, Path(tmp), modalities)
+        for name, info in exported["sessions"].items():
+            fp32 = Path(info["path"])
+            sessions[name] = {dtype: quantize_session(fp32, name, dtype, onnx_dir, options) for dtype in dtypes}
+    return sessions
+
+
+def quantize_session(
+    fp32_path: Path, session: str, dtype: str, onnx_dir: Path, options: dict[str, Any]
+) -> dict[str, Any]:
+    path = quantize(fp32_path, dtype, onnx_dir / variant_name(session, dtype), **options)
+    chunks = external_chunk_count(path)
+    data_files = [f"{path.name}_data" + ("" if i == 0 else f"_{i}") for i in range(chunks)]
+    name, size = largest_tensor_in_file(path)
+    files = [path.name, *data_files]
+    return {
+        "file": f"{ONNX_SUBDIR}/{path.name}",
+        "external_data_chunks": chunks,
+        "data_files": [f"{ONNX_SUBDIR}/{f}" for f in data_files],
+        "bytes": sum((onnx_dir / f).stat().st_size for f in files),
+        "largest_tensor": {"name": name, "bytes": size},
+    }
+
+
+def copy_side_files(model_dir: Path, out: Path) -> None:
+    """Tokenizer, generation and processor files, byte for byte."""
+    missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{model_dir} lacks {missing}, which transformers.js needs to tokenize")
+    for name in REQUIRED_FILES + OPTIONAL_FILES:
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, out / name)
+
+
+def bundle_config(
+    source: dict[str, Any], sessions: dict[str, dict[str, dict[str, Any]]], dtypes: tuple[str, ...]
+) -> dict[str, Any]:
+    """The checkpoint's config as transformers.js reads it, plus `transformers.js_config`."""
+    config = runtime_config(source)
+    config["transformers.js_config"] = {
+        "dtype": {name: dtypes[0] for name in sessions},
+        "use_external_data_format": {
+            Path(record["file"]).name: record["external_data_chunks"]
+            for variants in sessions.values()
+            for record in variants.values()
+            if record["external_data_chunks"]
+        },
+    }
+    return config
+
+
+def runtime_config(source: dict[str, Any]) -> dict[str, Any]:
+    """A multimodal config unchanged; a text-only one wrapped as `gemma3n` with `text_config` (module doc)."""
+    if source.get("model_type") == "gemma3n":
+        return dict(source)
+    if source.get("model_type") != "gemma3n_text":
+        raise ValueError(f"not a Gemma 3n config: model_type={source.get('model_type')!r}")
+    top = {key: source[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id", "matslice") if key in source}
+    return {
+        "architectures": [MULTIMODAL_ARCH],
+        "model_type": "gemma3n",
+        **top,
+        "text_config": dict(source),
+        "transformers_version": source.get("transformers_version"),
+    }
+
+
+def manifest(
+    root: Path, source: dict[str, Any], sessions: dict[str, dict[str, dict[str, Any]]], dtypes: tuple[str, ...]
+) -> dict[str, Any]:
+    """What the bundle holds: files with sizes and hashes, sessions per dtype, parameter counts, the slice."""
+    return {
+        "format": MANIFEST_FORMAT,
+        "model_type": source.get("model_type"),
+        "text_only": source.get("model_type") != "gemma3n",
+        "dtypes": list(dtypes),
+        "default_dtype": dtypes[0],
+        "sessions": sessions,
+        "largest_tensor": largest_overall(sessions),
+        "params": count_params(source),
+        "matslice": source.get("matslice"),
+        "files": file_records(root),
+    }
+
+
+def largest_overall(sessions: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+    """Largest tensor over all sessions and dtypes: the one that decides which devices can run the bundle."""
+    records = [
+        {"session": s, "dtype": d, **r["largest_tensor"]}
+        for s, variants in sessions.items()
+        for d, r in variants.items()
+    ]
+    return max(records, key=lambda r: (r["bytes"], r["session"], r["dtype"]))
+
+
+def file_records(root: Path) -> dict[str, dict[str, Any]]:
+    """{relative path: {bytes, sha256}} for every file under `root` except the manifest, sorted."""
+    records = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"):
+        records[path.relative_to(root).as_posix()] = {"bytes": path.stat().st_size, "sha256": sha256(path)}
+    return records
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def replace_dir(staging: Path, out: Path) -> None:
+    """Move `staging` to `out`, replacing an older bundle there; the old one is removed only after the swap."""
+    os.chmod(staging, 0o755)
+    if not out.exists():
+        staging.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    old.rmdir()
+    out.rename(old)
+    staging.rename(out)
+    shutil.rmtree(old)

@@ -1,0 +1,126 @@
+"""Load a Gemma 3n checkpoint and expose the parts the web sessions are cut from.
+
+Export and parity both need the same view of a checkpoint, whether it is the multimodal
+`Gemma3nForConditionalGeneration` (model_type gemma3n) or the text-only `Gemma3nForCausalLM`
+(model_type gemma3n_text): the text model, the LM head, and the two multimodal embedders when present.
+The loader forces fp32 and eager attention so that the traced graph is the plain matmul/softmax path
+that onnxruntime reproduces, and never touches the network. The image size is read from the
+checkpoint's processor files because it is what transformers.js resizes to, and the vision graph is
+exported for exactly that size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    Gemma3nConfig,
+    Gemma3nForCausalLM,
+    Gemma3nForConditionalGeneration,
+    Gemma3nTextConfig,
+)
+from transformers.models.gemma3n.modeling_gemma3n import Gemma3nTextMLP
+
+MULTIMODAL_TYPE = "gemma3n"
+TEXT_ONLY_TYPE = "gemma3n_text"
+DEFAULT_IMAGE_SIZE = (768, 768)  # Gemma 3n's published image processor
+
+
+@dataclass(frozen=True)
+class Gemma3nParts:
+    """The modules of one loaded checkpoint that the sessions wrap."""
+
+    model: nn.Module
+    text_model: nn.Module
+    lm_head: nn.Linear
+    text_config: Gemma3nTextConfig
+    config: Gemma3nConfig | Gemma3nTextConfig
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+
+    @property
+    def is_multimodal(self) -> bool:
+        return isinstance(self.model, Gemma3nForConditionalGeneration)
+
+
+def load_parts(model_dir: Path) -> Gemma3nParts:
+    """Load the checkpoint at `model_dir` and name its parts."""
+    return split_parts(load_model(model_dir), read_image_size(model_dir))
+
+
+def read_image_size(model_dir: Path) -> tuple[int, int]:
+    """(height, width) the image processor resizes to: preprocessor_config.json, as transformers.js reads it,
+    else the nested copy in processor_config.json, else Gemma 3n's default."""
+    model_dir = Path(model_dir)
+    for name, keys in (("preprocessor_config.json", ()), ("processor_config.json", ("image_processor",))):
+        path = model_dir / name
+        if not path.is_file():
+            continue
+        config = json.loads(path.read_text())
+        for key in keys:
+            config = config.get(key, {})
+        if "height" in config.get("size", {}):
+            return config["size"]["height"], config["size"]["width"]
+    return DEFAULT_IMAGE_SIZE
+
+
+def read_model_type(model_dir: Path) -> str:
+    """The `model_type` of a saved checkpoint, checked to be one this package exports."""
+    model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
+    if model_type not in (MULTIMODAL_TYPE, TEXT_ONLY_TYPE):
+        raise ValueError(f"not a Gemma 3n checkpoint: model_type={model_type!r}")
+    return model_type
+
+
+def load_model(model_dir: Path) -> nn.Module:
+    """A fresh fp32, eager-attention, eval-mode copy of the checkpoint, loaded from disk only."""
+    cls = Gemma3nForConditionalGeneration
+    if read_model_type(model_dir) == TEXT_ONLY_TYPE:
+        cls = Gemma3nForCausalLM
+    model = cls.from_pretrained(
+        Path(model_dir), dtype=torch.float32, attn_implementation="eager", local_files_only=True
+    )
+    return model.eval()
+
+
+def split_parts(model: nn.Module, image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE) -> Gemma3nParts:
+    """Name the modules the sessions need, for either checkpoint class."""
+    if isinstance(model, Gemma3nForConditionalGeneration):
+        text_model = model.model.language_model
+        text_config = model.config.text_config
+    elif isinstance(model, Gemma3nForCausalLM):
+        text_model = model.model
+        text_config = model.config
+    else:
+        raise TypeError(f"unsupported model class {type(model).__name__}")
+    return Gemma3nParts(model, text_model, model.lm_head, text_config, model.config, tuple(image_size))
+
+
+def freeze_sparsity_cutoffs(text_model: nn.Module) -> int:
+    """Replace the per-call Normal.icdf of activation sparsity by its value computed once in eager.
+
+    The dynamo exporter cannot lower `prims.erf_inv` (export-traps.md, trap 1). The icdf depends only on
+    the configured sparsity, so a float32 constant computed here by the very same call gives bit-identical
+    outputs. Returns how many MLPs were patched.
+    """
+    patched = 0
+    for module in text_model.modules():
+        if isinstance(module, Gemma3nTextMLP) and module.activation_sparsity > 0.0:
+            target = torch.tensor(module.activation_sparsity, dtype=torch.float32)
+            multiplier = torch.distributions.normal.Normal(0, 1).icdf(target)
+            module.register_buffer("sparsity_std_multiplier", multiplier, persistent=False)
+            module._gaussian_topk = _frozen_gaussian_topk.__get__(module)
+            patched += 1
+    return patched
+
+
+def _frozen_gaussian_topk(self: Gemma3nTextMLP, inputs: torch.Tensor) -> torch.Tensor:
+    """`Gemma3nTextMLP._gaussian_topk` with the icdf read from a precomputed buffer."""
+    std_multiplier = self.sparsity_std_multiplier.type(inputs.dtype)
+    inputs_mean = torch.mean(inputs, dim=-1, keepdim=True)
+    inputs_std = torch.std(inputs, dim=-1, keepdim=True, unbiased=False)
+    cutoff_x = inputs_mean + inputs_std * std_multiplier
+    return nn.functional.relu(inputs - cutoff_x)
