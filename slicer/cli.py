@@ -93,6 +93,7 @@ def cmd_slice(args: argparse.Namespace) -> None:
     from slicer.checkpoint import slice_checkpoint
     from slicer.config import load_config
     from slicer.plan import make_plan
+    from slicer.report import predicted_bytes
 
     parent, out = Path(args.model), Path(args.out)
     if not parent.is_dir():
@@ -101,9 +102,9 @@ def cmd_slice(args: argparse.Namespace) -> None:
         raise SliceError(f"{out} already exists: choose another folder or pass --overwrite")
     plan = make_plan(load_config(parent), slice_spec(args))
     slice_checkpoint(parent, out, plan, overwrite=args.overwrite, max_shard_bytes=parse_size(args.max_shard_size))
-    params = plan.summary()["params"]
-    print(f"wrote {out}: {len(plan.kept_layers)} layers, {params['effective_published'] / 1e9:.3f}B effective "
-          f"(published convention), {params['total'] / 1e9:.3f}B total")
+    params = predicted_bytes(plan, parent).get("params") or plan.summary()["params"]
+    print(f"wrote {out}: {len(plan.kept_layers)} layers, {params['effective_published']:,} effective parameters "
+          f"(published convention), {params['total']:,} in all")
 
 
 def cmd_tiny(args: argparse.Namespace) -> None:
@@ -152,9 +153,10 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        from web_export.cli import register
+        from evaluation.cli import register as register_eval
+        from web_export.cli import register as register_export
 
-        args = build_parser([register]).parse_args(argv)
+        args = build_parser([register_export, register_eval]).parse_args(argv)
         args.run(args)
     except SliceError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -230,12 +230,15 @@ def count_params(config: dict[str, Any], vision_params: int | None = None) -> di
         audio -= 4 * audio_cfg["conf_num_hidden_layers"] * hidden * (4 * hidden - live)
     embedders = sum(numel(s) for n, s in shapes.items() if n.startswith(("model.embed_audio.", "model.embed_vision.")))
     vision = 0
-    if is_multimodal(config):
-        vision = vision_params if vision_params is not None else VISION_PARAMS.get(
-            config.get("vision_config", {}).get("architecture", "mobilenetv5_300m_enc"), 0)
+    if is_multimodal(config) and vision_params is not None:
+        vision = vision_params
+    elif is_multimodal(config) and not config.get("vision_config", {}).get("model_args"):
+        vision = VISION_PARAMS.get(config.get("vision_config", {}).get("architecture", "mobilenetv5_300m_enc"), 0)
+    elif is_multimodal(config):
+        vision = None  # a customised timm tower: counted only from the checkpoint's own headers
     effective = text_total - embeddings
     return {
-        "total": text_total + audio + embedders + vision,
+        "total": text_total + audio + embedders + (vision or 0),
         "text": text_total,
         "effective": effective,
         "effective_published": effective + shared_kv_params(text),

@@ -26,8 +26,9 @@ def predicted_bytes(plan: SlicePlan, folder: Path | None) -> dict[str, Any]:
             cuts = tensor_map(plan, tensors)
             vision = sum(numel(t.shape) for n, t in tensors.items() if n.startswith("model.vision_tower."))
             child_bytes = sum(numel(c.shape(tensors[c.parent])) * tensors[c.parent].itemsize for c in cuts)
-            params = count_params(plan.child, vision if not plan.text_only_child else None)
-            return {"bytes": child_bytes, "bytes_source": "parent safetensors headers", "params": params}
+            return {"bytes": child_bytes, "bytes_source": "parent safetensors headers",
+                    "params": count_params(plan.child, None if plan.text_only_child else vision),
+                    "parent_params": count_params(plan.parent, vision)}
     dtype = plan.parent.get("dtype") or plan.parent.get("torch_dtype") or "bfloat16"
     item = DTYPE_BYTES.get(str(dtype), 2)
     count = sum(numel(s) for s in checkpoint_shapes(plan.child).values())
@@ -53,7 +54,8 @@ def plan_report(summary: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"{'parameters':<22}{'parent':>16}{'child':>16}")
     for key in ("effective_published", "effective", "text", "per_layer_embeddings", "audio", "vision", "total"):
-        lines.append(f"{key:<22}{parent[key]:>16,}{params[key]:>16,}")
+        shown = [f"{v:>16,}" if v is not None else f"{'unknown':>16}" for v in (parent[key], params[key])]
+        lines.append(f"{key:<22}{''.join(shown)}")
     lines.append(f"{'checkpoint bytes':<22}{'':>16}{summary['bytes']:>16,}  ({summary['bytes_source']})")
     return "\n".join(lines)
 

@@ -1,0 +1,1 @@
+"""Quality numbers: what a slice or a quantization costs against its parent (`matslice eval`)."""

@@ -1,0 +1,52 @@
+"""`matslice eval`: the command line of the quality stage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from slicer.errors import SliceError
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    variant, parent = Path(args.variant), Path(args.parent)
+    for folder in (variant, parent):
+        if not folder.is_dir():
+            raise SliceError(f"{folder} is not a folder: pass a checkpoint folder or an exported bundle")
+    if args.window < 8:
+        raise SliceError(f"--window {args.window} is too short: use at least 8 tokens")
+    from evaluation.compare import evaluate
+    from evaluation.data import TEXT, load_clips, speech_clips
+
+    text = TEXT
+    if args.text:
+        try:
+            text = Path(args.text).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SliceError(f"cannot read --text {args.text} ({exc}): pass a UTF-8 text file") from None
+    clips = load_clips(Path(args.audio)) if args.audio else None
+    if clips is None and not args.no_audio:
+        clips = speech_clips()
+    result = evaluate(variant, parent, text=text, clips=clips, window=args.window, dtype=args.dtype)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    t = result["text"]
+    print(f"text: {t['positions']} positions; perplexity parent {t['parent_perplexity']:.3f}, "
+          f"variant {t['variant_perplexity']:.3f}; KL {t['kl_mean']:.4f}; top-1 agreement {t['top1_agreement']:.3f}")
+    if result["audio"]:
+        print(f"audio: {result['audio']['clips']} clips; encoder output cosine {result['audio']['cosine_mean']:.4f}")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("eval", help="compare a variant (checkpoint or bundle) with its parent")
+    parser.add_argument("variant")
+    parser.add_argument("parent")
+    parser.add_argument("--text", help="a UTF-8 text file (default: a built-in passage)")
+    parser.add_argument("--audio", help="a folder of WAV clips (default: built-in espeak-ng speech)")
+    parser.add_argument("--no-audio", action="store_true", help="skip the audio comparison")
+    parser.add_argument("--window", type=int, default=256, help="tokens per scored window (default 256)")
+    parser.add_argument("--dtype", help="bundle dtype to run (default: the bundle's own)")
+    parser.add_argument("--json", action="store_true")
+    parser.set_defaults(run=cmd_eval)

@@ -1,0 +1,53 @@
+"""The comparisons, on next-token log-probabilities: perplexity, KL divergence, top-1 agreement, cosine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+@dataclass
+class TextTally:
+    """Running sums over scored positions, so windows can be compared one at a time."""
+
+    positions: int = 0
+    parent_nll: float = 0.0
+    variant_nll: float = 0.0
+    kl: float = 0.0
+    agree: int = 0
+    kl_per_position: list[float] = field(default_factory=list)
+
+    def add(self, parent: np.ndarray, variant: np.ndarray, targets: np.ndarray) -> None:
+        """`parent`/`variant`: [T, V] log-probs predicting `targets` [T]."""
+        rows = np.arange(len(targets))
+        self.parent_nll += float(-parent[rows, targets].astype(np.float64).sum())
+        self.variant_nll += float(-variant[rows, targets].astype(np.float64).sum())
+        kl = (np.exp(parent.astype(np.float64)) * (parent.astype(np.float64) - variant)).sum(axis=-1)
+        self.kl += float(kl.sum())
+        self.agree += int((parent.argmax(-1) == variant.argmax(-1)).sum())
+        self.positions += len(targets)
+
+    def summary(self) -> dict[str, float | int]:
+        n = max(self.positions, 1)
+        return {
+            "positions": self.positions,
+            "parent_perplexity": float(np.exp(self.parent_nll / n)),
+            "variant_perplexity": float(np.exp(self.variant_nll / n)),
+            "kl_mean": self.kl / n,
+            "top1_agreement": self.agree / n,
+        }
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean cosine similarity of matching rows."""
+    a, b = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
+    num = (a * b).sum(-1)
+    den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12
+    return float((num / den).mean())
