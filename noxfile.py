@@ -49,3 +49,10 @@ def build_web(session: nox.Session) -> None:
     """Build the parent and sliced variants of a checkpoint into dist/web (default: the tiny model)."""
     _install(session)
     session.run("python", "-m", "web_export.build", *session.posargs, env=OFFLINE)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The side-by-side comparison app on 127.0.0.1:7860 (builds the default variants first if none are built)."""
+    _install(session, "web,dev,demo")
+    session.run("python", "-m", "demo", *session.posargs, env={**OFFLINE, "GRADIO_ANALYTICS_ENABLED": "False"})
