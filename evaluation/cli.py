@@ -28,7 +28,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     clips = load_clips(Path(args.audio)) if args.audio else None
     if clips is None and not args.no_audio:
         clips = speech_clips()
-    result = evaluate(variant, parent, text=text, clips=clips, window=args.window, dtype=args.dtype)
+    result = evaluate(variant, parent, text=text, clips=clips, window=args.window, dtype=args.dtype,
+                      parent_dtype=args.parent_dtype)
     if args.json:
         print(json.dumps(result, indent=2))
         return
@@ -47,6 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--audio", help="a folder of WAV clips (default: built-in espeak-ng speech)")
     parser.add_argument("--no-audio", action="store_true", help="skip the audio comparison")
     parser.add_argument("--window", type=int, default=256, help="tokens per scored window (default 256)")
-    parser.add_argument("--dtype", help="bundle dtype to run (default: the bundle's own)")
+    parser.add_argument("--dtype", help="the variant bundle's dtype to run (default: the bundle's own)")
+    parser.add_argument("--parent-dtype", help="the parent bundle's dtype to run (default: the bundle's own)")
     parser.add_argument("--json", action="store_true")
     parser.set_defaults(run=cmd_eval)

@@ -37,7 +37,8 @@ def _audio_inputs(parent: Path, clips: list[np.ndarray]) -> list[tuple[np.ndarra
 
 
 def evaluate(variant: Path, parent: Path, *, text: str = TEXT, clips: list[np.ndarray] | None = None,
-             window: int = 256, dtype: str | None = None) -> dict[str, Any]:
+             window: int = 256, dtype: str | None = None, parent_dtype: str | None = None) -> dict[str, Any]:
+    """Score `parent` then `variant` (checkpoints, or bundles run at `parent_dtype` / `dtype`)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(parent)
@@ -46,7 +47,7 @@ def evaluate(variant: Path, parent: Path, *, text: str = TEXT, clips: list[np.nd
     result: dict[str, Any] = {"variant": str(variant), "parent": str(parent), "tokens": len(ids),
                               "windows": len(chunks)}
     with tempfile.TemporaryDirectory(prefix="matslice-eval-") as spill:
-        scorer = open_scorer(parent, dtype)
+        scorer = open_scorer(parent, parent_dtype)
         audio_ok = bool(clips) and scorer.has_audio
         audio_inputs = _audio_inputs(parent, clips) if audio_ok else []
         stored = []
