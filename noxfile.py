@@ -52,6 +52,13 @@ def build_web(session: nox.Session) -> None:
 
 
 @nox.session
+def serve(session: nox.Session) -> None:
+    """Serve dist/web on 127.0.0.1:8000, cross-origin isolated (threaded WASM); `-- DIR --port N` to change."""
+    session.install("-e", ".", "--no-deps")
+    session.run("python", "-m", "web_export.serve", *session.posargs)
+
+
+@nox.session
 def demo(session: nox.Session) -> None:
     """The side-by-side comparison app on 127.0.0.1:7860 (builds the default variants first if none are built)."""
     _install(session, "web,dev,demo")

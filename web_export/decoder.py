@@ -117,7 +117,9 @@ class DecoderSession(nn.Module):
     ) -> tuple[torch.Tensor, ...]:
         pairs = [(past_key_values[2 * i], past_key_values[2 * i + 1]) for i in range(self.kv_layers)]
         cache = DynamicCache(ddp_cache_data=pairs)
-        masks = attention_masks(attention_mask, inputs_embeds.shape[1], self.sliding_window, inputs_embeds.dtype)
+        masks = attention_masks(
+            attention_mask, inputs_embeds.shape[1], self.sliding_window, inputs_embeds.dtype
+        )
         outputs = self.text_model(
             inputs_embeds=inputs_embeds,
             per_layer_inputs=per_layer_inputs,

@@ -53,11 +53,10 @@ def export_onnx(model_dir: Path, out_dir: Path, modalities: set[str] | None = No
     start = time.perf_counter()
     parts = load_parts(Path(model_dir))
     freeze_sparsity_cutoffs(parts.text_model)
+    specs = session_specs(parts, modalities)  # rejects bad modalities before anything is written
     onnx_dir = Path(out_dir) / ONNX_SUBDIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    sessions = {}
-    for spec in session_specs(parts, modalities):
-        sessions[spec.name] = export_session(spec, onnx_dir / f"{spec.name}.onnx")
+    sessions = {spec.name: export_session(spec, onnx_dir / f"{spec.name}.onnx") for spec in specs}
     return {"sessions": sessions, "seconds": time.perf_counter() - start}
 
 
@@ -170,6 +169,9 @@ def name_output_axes(model: ir.Model) -> None:
 def describe(values: Iterable[ir.Value]) -> dict[str, dict]:
     """{name: {"dtype": ..., "shape": [...]}} with symbolic axes as their names."""
     return {
-        v.name: {"dtype": v.dtype.name.lower(), "shape": [d if isinstance(d, int) else str(d) for d in v.shape]}
+        v.name: {
+            "dtype": v.dtype.name.lower(),
+            "shape": [d if isinstance(d, int) else str(d) for d in v.shape],
+        }
         for v in values
     }

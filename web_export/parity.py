@@ -23,8 +23,9 @@ from transformers import DynamicCache
 from web_export.checkpoint import Gemma3nParts, load_parts
 from web_export.encoders import AudioEncoderSession, VisionEncoderSession
 from web_export.export import ONNX_SUBDIR
-from web_export.sessions import BATCH, MODALITY_SESSIONS
+from web_export.sessions import BATCH, MODALITY_SESSIONS, wanted_modalities
 
+SESSION_NAMES = ("embed_tokens", "decoder_model_merged", *MODALITY_SESSIONS.values())
 AUDIO_FRAMES = 100
 AUDIO_VALID_FRAMES = 80  # the rest is padding, so the mask polarity matters
 
@@ -54,15 +55,14 @@ class ParityReport:
 
 
 def check_parity(
-    model_dir: Path, out_dir: Path, steps: int = 24, modalities: set[str] | None = None
+    model_dir: Path, out_dir: Path, steps: int = 24, modalities: set[str] | None = None, suffix: str = ""
 ) -> ParityReport:
-    """Compare `out_dir/onnx/*.onnx` with the checkpoint on a fixed prompt and `steps` cached decode steps.
-
-    `modalities` picks which encoders feed the prompt (None: all that the checkpoint has).
+    """Compare `out_dir/onnx/<session><suffix>.onnx` with the checkpoint on a fixed prompt and `steps`
+    cached decode steps. `modalities` picks which encoders feed the prompt (None: all the checkpoint has).
     """
     parts = load_parts(Path(model_dir))
     inputs = fixed_inputs(parts, modalities)
-    runner = OnnxGemma3n(Path(out_dir) / ONNX_SUBDIR, parts)
+    runner = OnnxGemma3n(Path(out_dir) / ONNX_SUBDIR, parts, suffix)
     torch_logits, torch_ids = torch_greedy(parts, inputs, steps)
     onnx_logits, onnx_ids = runner.greedy(inputs, steps)
     diffs = [float(np.abs(a - b).max()) for a, b in zip(torch_logits, onnx_logits, strict=True)]
@@ -71,9 +71,11 @@ def check_parity(
 
 def fixed_inputs(parts: Gemma3nParts, modalities: set[str] | None = None) -> ParityInputs:
     """A short text prompt; on multimodal checkpoints, an image and a partly padded audio clip inside it."""
-    wanted = set(MODALITY_SESSIONS) if modalities is None and parts.is_multimodal else set(modalities or ())
+    wanted = wanted_modalities(parts, modalities)
     generator = torch.Generator().manual_seed(0)
-    text = torch.randint(3, min(parts.text_config.vocab_size_per_layer_input, 250), (12,), generator=generator)
+    text = torch.randint(
+        3, min(parts.text_config.vocab_size_per_layer_input, 250), (12,), generator=generator
+    )
     ids = [parts.text_config.bos_token_id, *text[:6].tolist()]
     inputs = ParityInputs(input_ids=torch.empty(0))
     cfg = parts.config
@@ -115,10 +117,13 @@ def torch_greedy(parts: Gemma3nParts, inputs: ParityInputs, steps: int) -> tuple
 class OnnxGemma3n:
     """The exported sessions in onnxruntime, called with transformers.js's feeds."""
 
-    def __init__(self, onnx_dir: Path, parts: Gemma3nParts) -> None:
+    def __init__(self, onnx_dir: Path, parts: Gemma3nParts, suffix: str = "") -> None:
+        """Open `<session><suffix>.onnx` for each session present in `onnx_dir` ("" is fp32, "_q4" ...)."""
+        paths = {name: Path(onnx_dir) / f"{name}{suffix}.onnx" for name in SESSION_NAMES}
         self.sessions = {
-            path.stem: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            for path in sorted(onnx_dir.glob("*.onnx"))
+            name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            for name, path in paths.items()
+            if path.is_file()
         }
         self.image_token_id = getattr(parts.config, "image_token_id", None)
         self.audio_token_id = getattr(parts.config, "audio_token_id", None)
@@ -143,7 +148,9 @@ class OnnxGemma3n:
                 "input_features": inputs.input_features.numpy(),
                 "input_features_mask": inputs.input_features_mask.numpy(),
             }
-            scatter_rows(embeds, input_ids == self.audio_token_id, self.run("audio_encoder", feeds)["audio_features"])
+            scatter_rows(
+                embeds, input_ids == self.audio_token_id, self.run("audio_encoder", feeds)["audio_features"]
+            )
         return embeds, per_layer
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
@@ -175,7 +182,9 @@ class OnnxGemma3n:
                 **past,
             }
             out = self.run("decoder_model_merged", feeds)
-            past = {k.replace("present", "past_key_values"): v for k, v in out.items() if k.startswith("present")}
+            past = {
+                k.replace("present", "past_key_values"): v for k, v in out.items() if k.startswith("present")
+            }
             all_logits.append(out["logits"][0])
             ids.append(int(out["logits"][0, -1].argmax()))
         return all_logits, ids

@@ -23,7 +23,6 @@ from web_export.checkpoint import Gemma3nParts
 from web_export.decoder import DecoderSession, EmbedTokensSession, kv_layer_count
 from web_export.encoders import AudioEncoderSession, VisionEncoderSession
 
-TEXT_SESSIONS = ("embed_tokens", "decoder_model_merged")
 MODALITY_SESSIONS = {"audio": "audio_encoder", "vision": "vision_encoder"}
 
 BATCH = "batch_size"
@@ -82,7 +81,13 @@ def decoder_spec(parts: Gemma3nParts) -> SessionSpec:
         name="decoder_model_merged",
         module=DecoderSession(parts),
         example_inputs=example + pasts,
-        input_names=("inputs_embeds", "per_layer_inputs", "attention_mask", "position_ids", "num_logits_to_keep")
+        input_names=(
+            "inputs_embeds",
+            "per_layer_inputs",
+            "attention_mask",
+            "position_ids",
+            "num_logits_to_keep",
+        )
         + past_names(cfg),
         output_names=("logits",) + past_names(cfg, prefix="present"),
         dynamic_shapes=(
@@ -124,11 +129,11 @@ def vision_encoder_spec(parts: Gemma3nParts) -> SessionSpec:
     )
 
 
-def session_specs(parts: Gemma3nParts, modalities: set[str] | None = None) -> list[SessionSpec]:
-    """Specs for the text sessions plus the requested modality encoders (all, for None).
+def wanted_modalities(parts: Gemma3nParts, modalities: set[str] | None) -> set[str]:
+    """The requested modalities, checked; None means every modality the checkpoint has.
 
-    A text-only checkpoint has no encoders; asking it for a modality is an error rather than a silent
-    omission, since the bundle would then fail in the browser.
+    A text-only checkpoint has no encoders; asking it for one is an error rather than a silent omission,
+    since the bundle would then fail in the browser.
     """
     wanted = set(MODALITY_SESSIONS) if modalities is None and parts.is_multimodal else set(modalities or ())
     unknown = wanted - set(MODALITY_SESSIONS)
@@ -136,6 +141,12 @@ def session_specs(parts: Gemma3nParts, modalities: set[str] | None = None) -> li
         raise ValueError(f"unknown modalities {sorted(unknown)}; known: {sorted(MODALITY_SESSIONS)}")
     if wanted and not parts.is_multimodal:
         raise ValueError(f"text-only checkpoint has no {sorted(wanted)} encoder")
+    return wanted
+
+
+def session_specs(parts: Gemma3nParts, modalities: set[str] | None = None) -> list[SessionSpec]:
+    """Specs for the text sessions plus the requested modality encoders (see `wanted_modalities`)."""
+    wanted = wanted_modalities(parts, modalities)
     specs = [embed_tokens_spec(parts), decoder_spec(parts)]
     if "audio" in wanted:
         specs.append(audio_encoder_spec(parts))

@@ -1,0 +1,426 @@
+"""`python -m web_export.build` (`nox -s build_web`): slice, export and lay out a static site that runs in a browser.
+
+Why one job: a user wants a folder to put on any static host, offline, with no CDN. So the output holds
+everything the page needs: the site from `site/`, `models/<variant>/` transformers.js bundles (the parent
+and its slices), `models.json` (what the page lists before downloading anything), and the transformers.js
+and onnxruntime-web runtime files vendored from npm (pinned by `site/package-lock.json`, installed with
+`npm ci --ignore-scripts` into `.cache/web-npm/<lock hash>/`).
+
+Why keys: exporting even the tiny model takes a minute, a real one far longer. Each variant is keyed by
+the checkpoint's content hash, its slice, its dtypes and the code that slices and exports; a rebuild into
+the same folder reuses every variant whose key is unchanged. Every argument is checked (dtypes, presets,
+slices against the parent's config, the output folder, node/npm) before any slicing or exporting starts;
+a bad one ends the job with one `error:` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, NoReturn
+
+from slicer.errors import SliceError
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = ROOT / "site"
+NPM_CACHE = Path(".cache/web-npm")
+DEFAULT_OUT = Path("dist/web")
+DTYPES = ("fp32", "fp16", "q8", "q4", "q4f16")
+# The default build adds q8: onnxruntime-web's WASM build has no GatherBlockQuantized kernel, which q4
+# embeddings use, so q4 runs on WebGPU only and q8 is the CPU fallback the page picks.
+DEFAULT_DTYPES = "q4,q8"
+NOT_ON_WASM = {"GatherBlockQuantized"}
+SITE_SKIP = {"package.json", "package-lock.json", "node_modules"}
+# transformers.min.js bundles onnxruntime-web's JS and, on the web, asks for the asyncify WASM build.
+RUNTIME_FILES = {
+    "@huggingface/transformers/dist/transformers.min.js": "transformers.min.js",
+    "onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs": "ort-wasm-simd-threaded.asyncify.mjs",
+    "onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm": "ort-wasm-simd-threaded.asyncify.wasm",
+}
+CODE_DIRS = ("slicer", "web_export")
+NOT_CODE = {"build.py", "serve.py", "cli.py", "node_check.py", "parity.py"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, like every other user error
+        raise SliceError(f"{message} (see `python -m web_export.build --help`)")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One bundle to build: the parent as it is (`spec` None) or one slice of it."""
+
+    id: str
+    label: str
+    spec: Any = None  # slicer.plan.SliceSpec
+    plan: Any = None  # slicer.plan.SlicePlan
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m web_export.build", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="Gemma 3n checkpoint folder (default: the embedded tiny model)")
+    parser.add_argument("--preset", action="append", default=[], help="a preset to build; repeat for several")
+    parser.add_argument("--layers-to-skip", help="a custom slice: decoder layers to drop, e.g. 20,21,22")
+    parser.add_argument("--ffn-dims", help="a custom slice: FFN width per kept layer, or one for all")
+    parser.add_argument("--audio-layers-to-skip", help="a custom slice: conformer blocks to drop")
+    parser.add_argument("--audio-ffn-dim", help="a custom slice: audio feed-forward width to keep")
+    parser.add_argument("--modalities", help="a custom slice: text, or text,audio,vision")
+    parser.add_argument("--name", help="the custom slice's variant name (default: from its shape)")
+    parser.add_argument("--no-parent", action="store_true", help="build only the slices, not the parent")
+    parser.add_argument("--dtype", default=DEFAULT_DTYPES,
+                        help=f"comma-separated, from {','.join(DTYPES)} (default {DEFAULT_DTYPES})")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help=f"output folder (default {DEFAULT_OUT})")
+    return parser
+
+
+def parse_dtypes(text: str) -> tuple[str, ...]:
+    dtypes = tuple(dict.fromkeys(d.strip() for d in text.split(",") if d.strip()))
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad or not dtypes:
+        raise SliceError(f"--dtype {text!r}: choose one or more of {', '.join(DTYPES)}")
+    return dtypes
+
+
+def custom_spec(args: argparse.Namespace) -> Any:
+    """The custom slice the options describe, or None when none of them was given."""
+    from slicer.plan import SliceSpec
+    from slicer.presets import parse_int, parse_int_list
+
+    options = ("layers_to_skip", "ffn_dims", "audio_layers_to_skip", "audio_ffn_dim", "modalities")
+    if all(getattr(args, o) is None for o in options):
+        return None
+    changes: dict[str, Any] = {}
+    for option in ("layers_to_skip", "ffn_dims", "audio_layers_to_skip"):
+        if (value := getattr(args, option)) is not None:
+            changes[option] = parse_int_list(value, "--" + option.replace("_", "-"))
+    if args.audio_ffn_dim is not None:
+        changes["audio_ffn_dim"] = parse_int(args.audio_ffn_dim, "--audio-ffn-dim")
+    if args.modalities is not None:
+        changes["modalities"] = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+    return replace(SliceSpec(), **changes)
+
+
+def check_out(out: Path) -> None:
+    """OUT must be absent, empty, or an earlier build (it has models.json): never someone else's folder."""
+    if out.exists() and not out.is_dir():
+        raise SliceError(f"--out {out} is a file: choose a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / "models.json").is_file():
+        raise SliceError(f"--out {out} is not empty and holds no earlier build (no models.json): choose another folder")
+    parent = out.resolve()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not (parent.stat().st_mode & 0o222):
+        raise SliceError(f"cannot write under {parent}: choose a folder you can write to")
+
+
+def check_tools() -> None:
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise SliceError(f"{tool} is not on PATH: install Node.js 20+ (it vendors transformers.js from npm)")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "model"
+
+
+def parent_id(model: Path, is_default: bool) -> str:
+    """`gemma3n-nano` for the embedded default (its cache folder is `<kind>-seed<n>-<key>`), else the folder name."""
+    return f"gemma3n-{model.name.split('-')[0]}" if is_default else slug(model.name)
+
+
+def default_slice(config: dict[str, Any]) -> tuple[Any, str]:
+    """The default's browser slice: drop the second-to-last layer (KV-sharing in Gemma 3n, so no KV store is
+    lost), halve every FFN (a width MatFormer training nests) and keep text only, like the E0.40B-text preset."""
+    from slicer.config import text_config
+    from slicer.plan import SliceSpec
+
+    text = text_config(config)
+    layers, width = int(text["num_hidden_layers"]), max(text["intermediate_size"]) // 2
+    spec = SliceSpec(layers_to_skip=(layers - 2,), ffn_dims=(width,), modalities=("text",))
+    return spec, f"{layers - 1}l-ffn{width}-text"
+
+
+def slice_name(plan: Any) -> str:
+    """A custom slice's name from its shape, with a short hash so two different slices never collide."""
+    digest = hashlib.sha256(json.dumps(plan.child["matslice"], sort_keys=True).encode()).hexdigest()[:6]
+    text = "-text" if plan.text_only_child else ""
+    return f"{len(plan.kept_layers)}l{text}-{digest}"
+
+
+def resolve_variants(args: argparse.Namespace, model: Path, is_default: bool) -> list[Variant]:
+    """Every variant of this build, each slice validated against the parent's config (no weights read)."""
+    from slicer.config import load_config
+    from slicer.plan import make_plan
+    from slicer.presets import get_preset
+
+    config = load_config(model)
+    base = parent_id(model, is_default)
+    variants = [] if args.no_parent else [Variant(base, f"{base} (parent)")]
+    for name in args.preset:
+        preset = get_preset(name)
+        variants.append(Variant(f"{base}-{slug(preset.name)}", preset.name, preset.spec(),
+                                make_plan(config, preset.spec())))
+    spec = custom_spec(args)
+    if spec is None and is_default and not args.preset:
+        spec, name = default_slice(config)
+        args.name = args.name or name
+    if spec is not None:
+        plan = make_plan(config, spec)
+        name = slug(args.name) if args.name else slice_name(plan)
+        variants.append(Variant(f"{base}-{name}", f"{base} {name}", spec, plan))
+    if not variants:
+        raise SliceError("--no-parent with no slice leaves nothing to build: add --preset or slice options")
+    ids = [v.id for v in variants]
+    if len(set(ids)) != len(ids):
+        raise SliceError(f"two variants share a name ({', '.join(ids)}): pass --name for the custom slice")
+    return variants
+
+
+def file_digest(path: Path, digest: Any) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+
+
+def checkpoint_hash(model: Path) -> str:
+    """sha256 over every file of the checkpoint folder (names and contents), so any edit changes it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(path.relative_to(model).as_posix().encode() + b"\0")
+        file_digest(path, digest)
+    return digest.hexdigest()
+
+
+def code_hash() -> str:
+    """The slicing and export code: a change there may change the bundle, so it invalidates every variant."""
+    digest = hashlib.sha256()
+    for folder in CODE_DIRS:
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".csv", ".json") and path.name not in NOT_CODE:
+                digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def variant_key(checkpoint: str, code: str, variant: Variant, dtypes: tuple[str, ...]) -> str:
+    record = {"checkpoint": checkpoint, "code": code, "dtypes": list(dtypes),
+              "slice": None if variant.plan is None else variant.plan.child["matslice"]}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def previous_entries(out: Path) -> dict[str, dict[str, Any]]:
+    try:
+        models = json.loads((out / "models.json").read_text())
+        return {v["id"]: v for v in models.get("variants", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def reusable(out: Path, entry: dict[str, Any] | None, key: str) -> bool:
+    """An earlier bundle with the same key whose files are all still there with their recorded sizes."""
+    if not entry or entry.get("build_key") != key:
+        return False
+    bundle = out / entry["path"]
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all((bundle / name).is_file() and (bundle / name).stat().st_size == record["bytes"]
+               for name, record in manifest["files"].items())
+
+
+def export_variant(model: Path, variant: Variant, dtypes: tuple[str, ...], bundle: Path) -> None:
+    """Slice (into a temporary folder) and write the bundle; the bundle appears atomically or not at all."""
+    from slicer.checkpoint import slice_checkpoint
+    from web_export.bundle import write_bundle
+
+    if variant.plan is None:
+        write_bundle(model, bundle, dtypes=dtypes)
+        return
+    with tempfile.TemporaryDirectory(prefix=".slice-", dir=bundle.parent) as tmp:
+        child = slice_checkpoint(model, Path(tmp) / "child", variant.plan, progress=False)
+        write_bundle(child, bundle, dtypes=dtypes)
+
+
+def bundle_bytes(manifest: dict[str, Any], dtype: str, sessions: Sequence[str]) -> int:
+    """Bytes a page downloads to run `sessions` at `dtype`: their ONNX files plus every non-ONNX file."""
+    side = sum(r["bytes"] for name, r in manifest["files"].items() if not name.startswith("onnx/"))
+    return side + sum(manifest["sessions"][s][dtype]["bytes"] for s in sessions)
+
+
+def not_on_wasm(bundle: Path, manifest: dict[str, Any], dtype: str) -> list[str]:
+    """Operators of this dtype's graphs that onnxruntime-web's WASM backend has no kernel for."""
+    import onnx
+
+    ops = set()
+    for files in manifest["sessions"].values():
+        graph = onnx.load(bundle / files[dtype]["file"], load_external_data=False).graph
+        ops |= {node.op_type for node in graph.node}
+    return sorted(ops & NOT_ON_WASM)
+
+
+def models_entry(variant: Variant, bundle: Path, key: str, out: Path) -> dict[str, Any]:
+    """What the page shows before downloading: slice, parameters, bytes per dtype, sessions, modalities."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    sessions = list(manifest["sessions"])
+    text_sessions = [s for s in ("embed_tokens", "decoder_model_merged") if s in sessions]
+    audio = not manifest["text_only"] and {"audio_encoder", "vision_encoder"} <= set(sessions)
+    slice_info = None
+    if variant.plan is not None:
+        summary = variant.plan.summary()
+        slice_info = {k: summary[k] for k in ("preset", "kept_layers", "skipped_layers", "modalities")}
+        slice_info["ffn_dims"] = list(variant.plan.ffn_dims)
+        slice_info["audio"] = variant.plan.child["matslice"].get("audio")
+    return {
+        "id": variant.id,
+        "label": variant.label,
+        "path": bundle.relative_to(out).as_posix() + "/",
+        "parent": variant.plan is None,
+        "slice": slice_info,
+        "params": manifest["params"],
+        "layers": len(variant.plan.kept_layers) if variant.plan is not None else None,
+        "dtypes": manifest["dtypes"],
+        "default_dtype": manifest["default_dtype"],
+        "sessions": sessions,
+        "audio": audio,
+        "bytes": {d: {"text": bundle_bytes(manifest, d, text_sessions), "all": bundle_bytes(manifest, d, sessions)}
+                  for d in manifest["dtypes"]},
+        "largest_tensor": manifest["largest_tensor"],
+        "not_on_wasm": {d: not_on_wasm(bundle, manifest, d) for d in manifest["dtypes"]},
+        "build_key": key,
+    }
+
+
+def npm_install() -> Path:
+    """`npm ci --ignore-scripts` of site/package-lock.json into a folder keyed by the lock's hash; reused."""
+    lock = (SITE / "package-lock.json").read_bytes()
+    folder = NPM_CACHE / hashlib.sha256(lock + (SITE / "package.json").read_bytes()).hexdigest()[:12]
+    if (folder / ".installed").is_file():
+        return folder
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(SITE / name, folder / name)
+    command = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
+    result = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise SliceError(f"npm ci in {folder} failed: {result.stderr.strip().splitlines()[-1:]}")
+    (folder / ".installed").write_text("")
+    return folder
+
+
+def vendor_runtime(out: Path, npm: Path) -> dict[str, str]:
+    """Copy transformers.js and the onnxruntime-web WASM build the page loads into OUT/vendor/."""
+    vendor = out / "vendor"
+    shutil.rmtree(vendor, ignore_errors=True)
+    vendor.mkdir(parents=True)
+    for source, name in RUNTIME_FILES.items():
+        shutil.copyfile(npm / "node_modules" / source, vendor / name)
+    versions = {}
+    for package in ("@huggingface/transformers", "onnxruntime-web"):
+        versions[package] = json.loads((npm / "node_modules" / package / "package.json").read_text())["version"]
+    return versions
+
+
+def copy_site(out: Path) -> None:
+    """The static page from site/, without its npm files."""
+    for path in SITE.iterdir():
+        if path.name in SITE_SKIP:
+            continue
+        target = out / path.name
+        if path.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(path, target)
+        else:
+            shutil.copyfile(path, target)
+
+
+def write_models_json(out: Path, entries: list[dict[str, Any]], runtime: dict[str, str]) -> None:
+    default = next((e["id"] for e in entries if not e["parent"]), entries[0]["id"] if entries else None)
+    data = {"format": 1, "default": default, "runtime": runtime, "variants": entries}
+    tmp = out / ".models.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(out / "models.json")
+
+
+def remove_stale(out: Path, keep: set[str]) -> None:
+    """Variant folders an earlier build made that this one does not list (OUT is a MatSlice build)."""
+    models = out / "models"
+    for path in models.iterdir() if models.is_dir() else ():
+        if path.is_dir() and path.name not in keep:
+            shutil.rmtree(path)
+
+
+def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
+    """Check everything, then build each variant (or reuse it), the runtime and the site."""
+    dtypes = parse_dtypes(args.dtype)
+    out = Path(args.out)
+    check_out(out)
+    check_tools()
+    custom_spec(args)  # parses the custom slice's numbers before anything is built
+    if args.model is not None and not Path(args.model).is_dir():
+        raise SliceError(f"--model {args.model} is not a folder: pass a Gemma 3n checkpoint folder")
+    if args.model is None:
+        from slicer.default import default_checkpoint
+        model = default_checkpoint()
+    else:
+        model = Path(args.model)
+    variants = resolve_variants(args, model, args.model is None)
+
+    npm = npm_install()
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    previous, checkpoint, code = previous_entries(out), checkpoint_hash(model), code_hash()
+    remove_stale(out, {v.id for v in variants})
+    runtime = vendor_runtime(out, npm)
+    copy_site(out)
+    built: list[tuple[dict[str, Any], str]] = []
+    for variant in variants:
+        key = variant_key(checkpoint, code, variant, dtypes)
+        bundle = out / "models" / variant.id
+        started = time.perf_counter()
+        reused = reusable(out, previous.get(variant.id), key)
+        if not reused:
+            print(f"building {variant.id} ({', '.join(dtypes)}) ...", flush=True)
+            export_variant(model, variant, dtypes, bundle)
+        note = "reused" if reused else f"built in {time.perf_counter() - started:.0f}s"
+        built.append((models_entry(variant, bundle, key, out), note))
+        write_models_json(out, [entry for entry, _ in built], runtime)
+    return built
+
+
+def report(built: list[tuple[dict[str, Any], str]], out: Path) -> None:
+    for e, note in built:
+        dtype = e["default_dtype"]
+        params = e["params"]["effective_published"]
+        print(f"  {e['id']:<28} {note:<14} {len(e['sessions'])} sessions, {params:,} effective params, "
+              f"{e['bytes'][dtype]['text'] / 1e6:.1f} MB text / {e['bytes'][dtype]['all'] / 1e6:.1f} MB all ({dtype})")
+    print(f"wrote {out}/ (site, models.json, vendor/ runtime, {len(built)} variant(s))")
+    print(f"serve it: nox -s serve   (or: python -m web_export.serve {out}), then open http://127.0.0.1:8000/")
+    print("host it: copy the folder to any static host; _headers (Netlify, Cloudflare), .htaccess (Apache) and "
+          "vercel.json set the COOP/COEP headers threaded WASM needs")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        report(build(args), Path(args.out))
+    except SliceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; finished variants are kept, a half-built one is not", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
