@@ -6,7 +6,7 @@ the project runs on, with no download at build time. The CPython interpreter shi
 the pure-Python standard library. Both come with the interpreter package itself (python.org builds,
 pyenv, Debian's ``libpython3.11-stdlib``), under the Python Software Foundation License 2.0, a permissive
 free licence. Neither needs a package installed beside the project, so CI and a newcomer's first
-``build_web`` have it too. About 1.5 MB of prose remains once code, grammar and tables are filtered out.
+``build_web`` have it too. About 0.9 MB of prose remains once code, grammar and tables are filtered out.
 
 The text depends on the interpreter's version, so the corpus (and the nano model) is deterministic for one
 Python version; ``corpus_fingerprint`` names it.

@@ -1,36 +1,57 @@
 """The embedded default checkpoint that every command falls back on when given no model.
 
-It is built offline on first use and cached under `.cache/models/`, keyed by the code that makes it,
-so `build_web`, `demo` and `eval` share one copy and rebuild only when that code changes.
+The default is the nano Gemma 3n (`slicer.nano`): trained MatFormer-style, so the site, the demo and
+`eval` show text and slices that are sensibly worse the more is cut. The tiny random model stays
+reachable as `default_checkpoint(kind="tiny")` for tests that only need the structure.
+
+Either is built offline on first use and cached under `.cache/models/`, keyed by the code that makes it
+(and, for nano, the Python version, whose bundled documentation is the training text), so `build_web`,
+`demo` and `eval` share one copy and rebuild only when that code changes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 CACHE = Path(".cache/models")
+Kind = Literal["nano", "tiny"]
 
 
-def _code_key(*modules: str) -> str:
-    digest = hashlib.sha256()
+def _code_key(*modules: str, extra: str = "") -> str:
+    digest = hashlib.sha256(extra.encode())
     for module in modules:
         digest.update((Path(__file__).parent / f"{module}.py").read_bytes())
     return digest.hexdigest()[:12]
 
 
-def default_checkpoint(cache: Path = CACHE, seed: int = 0) -> Path:
-    """The default model folder: the tiny random multimodal Gemma 3n, built once and cached."""
-    from slicer.tiny import write_tiny
+def _builder(kind: Kind) -> tuple[str, Callable[[Path, int], Path]]:
+    if kind == "tiny":
+        from slicer.tiny import write_tiny
 
-    folder = cache / f"tiny-seed{seed}-{_code_key('tiny')}"
+        return _code_key("tiny"), lambda out, seed: write_tiny(out, seed=seed)
+    if kind == "nano":
+        from slicer.nano import write_nano
+
+        python = ".".join(map(str, sys.version_info[:3]))
+        return _code_key("nano", "corpus", "tiny", extra=python), lambda out, seed: write_nano(out, seed=seed)
+    raise ValueError(f"unknown default model kind {kind!r}: choose nano or tiny")
+
+
+def default_checkpoint(cache: Path = CACHE, seed: int = 0, kind: Kind = "nano") -> Path:
+    """The default model folder (the trained nano Gemma 3n unless ``kind="tiny"``), built once and cached."""
+    key, build = _builder(kind)
+    folder = cache / f"{kind}-seed{seed}-{key}"
     if not (folder / "config.json").is_file():
         cache.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=".tiny-", dir=cache))
+        work = Path(tempfile.mkdtemp(prefix=f".{kind}-", dir=cache))
         try:
-            write_tiny(work / "model", seed=seed)
+            build(work / "model", seed)
             shutil.rmtree(folder, ignore_errors=True)
             (work / "model").rename(folder)
         finally:

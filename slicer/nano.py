@@ -31,7 +31,7 @@ import math
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +44,7 @@ from transformers import Gemma3nForCausalLM, Gemma3nTextConfig, GemmaTokenizer
 
 from slicer import tiny
 from slicer.corpus import BYTE_TOKENS, Corpus, load_corpus, source_note, train_pieces
+from slicer.plan import SliceSpec
 
 # --- Token ids -------------------------------------------------------------------------------------------
 TEXT_VOCAB_SIZE = 2048
@@ -68,16 +69,19 @@ SPECIAL_TOKENS: dict[str, int] = {token: i for i, token in enumerate(FIRST_SPECI
 # --- Architecture ----------------------------------------------------------------------------------------
 NUM_LAYERS = 10  # full attention at 4 and 9 ((i + 1) % 5 == 0), sliding elsewhere
 FFN_WIDTH = 512
+LAYER_TYPES = {False: "sliding_attention", True: "full_attention"}
 NUM_KV_SHARED = 4  # layers 6-9 reuse KV; store layers 5 (sliding) and 4 (full)
 SPARSE_LAYERS = 2  # activation sparsity 0.95 on the first layers, as E4B has on its first 10 of 35
 
 # --- Training --------------------------------------------------------------------------------------------
 SEQ_LEN = 128
-BATCH = 16
-DEFAULT_STEPS = 1200
+BATCH = 8
+DEFAULT_STEPS = 600
 LEARNING_RATE = 3e-3
-WARMUP = 60
-THREADS = 2
+WARMUP = 40
+# One thread: on a 2-core machine shared with other work, two OpenMP threads ran 10-15x slower than one
+# (each waits for the other's core), and one thread also makes the run bit-for-bit repeatable.
+THREADS = 1
 GRANULARITIES = (1, 2, 4)  # FFN width divisors: full, half, quarter (nested: the first units)
 WIDTH_WEIGHTS = (0.45, 0.3, 0.15)  # the remaining 0.1: an independent granularity per layer (Mix-n-Match)
 SKIPPABLE = (6, 7, 8)  # KV-sharing reuse layers; the store layers 4 and 5 are never skipped
@@ -93,10 +97,17 @@ class SubModel:
     skipped: frozenset[int] = field(default_factory=frozenset)
 
 
-# Named slices used by the model card and the tests; each matches a SliceSpec of slice_checkpoint.
+    def slice_spec(self, modalities: tuple[str, ...] = ()) -> SliceSpec:
+        """The SliceSpec whose checkpoint computes exactly this sub-model."""
+        kept = [width for i, width in enumerate(self.widths) if i not in self.skipped]
+        return SliceSpec(layers_to_skip=tuple(sorted(self.skipped)), ffn_dims=tuple(kept), modalities=modalities)
+
+
+# Named slices used by the model card and the tests.
 PARENT = SubModel((FFN_WIDTH,) * NUM_LAYERS)
 E2B_LIKE = SubModel((FFN_WIDTH // 2,) * NUM_LAYERS, frozenset({8}))
 HARSH = SubModel((FFN_WIDTH // 4,) * NUM_LAYERS, frozenset({7, 8}))
+NAMED = {"parent": PARENT, "e2b_like": E2B_LIKE, "harsh": HARSH}
 
 
 # --- Configs ---------------------------------------------------------------------------------------------
@@ -115,6 +126,7 @@ def text_config() -> dict[str, Any]:
         "head_dim": 32,
         "laurel_rank": 16,
         "altup_num_inputs": 4,
+        "layer_types": [LAYER_TYPES[(i + 1) % 5 == 0] for i in range(NUM_LAYERS)],
         "num_kv_shared_layers": NUM_KV_SHARED,
         "sliding_window": 32,
         "max_position_embeddings": 4096,
@@ -209,16 +221,19 @@ def _mlp_forward(mlp: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def sub_models(model: Gemma3nForCausalLM) -> Iterator[callable]:
-    """Patch the decoder so ``select(sub)`` switches which sub-model the next forward computes."""
-    layers = model.model.layers
-    originals = [(layer.forward, layer.mlp.forward) for layer in layers]
+def sub_models(model: torch.nn.Module) -> Iterator[Callable[[SubModel], None]]:
+    """Patch the decoder so ``select(sub)`` switches which sub-model the next forward computes.
 
-    def skippable(layer: torch.nn.Module, forward: callable) -> callable:
+    Works on Gemma3nForCausalLM and on Gemma3nForConditionalGeneration (its language model).
+    """
+    layers = getattr(model.model, "language_model", model.model).layers
+
+    def skippable(layer: torch.nn.Module) -> Callable:
+        forward = layer.forward
         return lambda hidden, *args, **kwargs: hidden if layer.nano_skip else forward(hidden, *args, **kwargs)
 
-    for layer, (forward, _) in zip(layers, originals, strict=True):
-        layer.forward = skippable(layer, forward)
+    for layer in layers:  # instance attributes shadow the class's forward until deleted below
+        layer.forward = skippable(layer)
         layer.mlp.forward = lambda hidden, mlp=layer.mlp: _mlp_forward(mlp, hidden)
 
     def select(sub: SubModel) -> None:
@@ -230,9 +245,8 @@ def sub_models(model: Gemma3nForCausalLM) -> Iterator[callable]:
         select(PARENT)
         yield select
     finally:
-        for layer, (forward, mlp_forward) in zip(layers, originals, strict=True):
-            layer.forward, layer.mlp.forward = forward, mlp_forward
-            del layer.nano_skip, layer.mlp.nano_width
+        for layer in layers:
+            del layer.forward, layer.mlp.forward, layer.nano_skip, layer.mlp.nano_width
 
 
 def sample_sub_model(rng: random.Random) -> SubModel:
@@ -311,7 +325,7 @@ def sub_model_perplexities(model: Gemma3nForCausalLM, stream: torch.Tensor) -> d
     """Held-out perplexity of the parent and the named slices, computed inside the trained model."""
     with sub_models(model) as select:
         out = {}
-        for name, sub in (("parent", PARENT), ("e2b_like", E2B_LIKE), ("harsh", HARSH)):
+        for name, sub in NAMED.items():
             select(sub)
             out[name] = perplexity(model, stream)
     return out

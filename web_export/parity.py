@@ -12,6 +12,8 @@ exercised on both the KV-owning and the KV-sharing layers.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import onnxruntime as ort
 import torch
 from transformers import DynamicCache
 
+from slicer.errors import SliceError
 from web_export.checkpoint import Gemma3nParts, load_parts
 from web_export.encoders import AudioEncoderSession, VisionEncoderSession
 from web_export.export import ONNX_SUBDIR
@@ -62,7 +65,7 @@ def check_parity(
     """
     parts = load_parts(Path(model_dir))
     inputs = fixed_inputs(parts, modalities)
-    runner = OnnxGemma3n(Path(out_dir) / ONNX_SUBDIR, parts, suffix)
+    runner = OnnxGemma3n.from_export(Path(out_dir) / ONNX_SUBDIR, parts, suffix)
     torch_logits, torch_ids = torch_greedy(parts, inputs, steps)
     onnx_logits, onnx_ids = runner.greedy(inputs, steps)
     diffs = [float(np.abs(a - b).max()) for a, b in zip(torch_logits, onnx_logits, strict=True)]
@@ -117,16 +120,31 @@ def torch_greedy(parts: Gemma3nParts, inputs: ParityInputs, steps: int) -> tuple
 class OnnxGemma3n:
     """The exported sessions in onnxruntime, called with transformers.js's feeds."""
 
-    def __init__(self, onnx_dir: Path, parts: Gemma3nParts, suffix: str = "") -> None:
-        """Open `<session><suffix>.onnx` for each session present in `onnx_dir` ("" is fp32, "_q4" ...)."""
-        paths = {name: Path(onnx_dir) / f"{name}{suffix}.onnx" for name in SESSION_NAMES}
+    def __init__(self, paths: dict[str, Path], image_token_id: int | None, audio_token_id: int | None) -> None:
         self.sessions = {
-            name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-            for name, path in paths.items()
-            if path.is_file()
+            name: ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) for name, path in paths.items()
         }
-        self.image_token_id = getattr(parts.config, "image_token_id", None)
-        self.audio_token_id = getattr(parts.config, "audio_token_id", None)
+        self.image_token_id = image_token_id
+        self.audio_token_id = audio_token_id
+
+    @classmethod
+    def from_export(cls, onnx_dir: Path, parts: Gemma3nParts, suffix: str = "") -> OnnxGemma3n:
+        """`<session><suffix>.onnx` for each session present in `onnx_dir` ("" is fp32, "_q4" ...)."""
+        paths = {name: Path(onnx_dir) / f"{name}{suffix}.onnx" for name in SESSION_NAMES}
+        return cls({n: p for n, p in paths.items() if p.is_file()},
+                   getattr(parts.config, "image_token_id", None), getattr(parts.config, "audio_token_id", None))
+
+    @classmethod
+    def from_bundle(cls, bundle: Path, dtype: str | None = None, only: Iterable[str] | None = None) -> OnnxGemma3n:
+        """One dtype's sessions of a bundle, as its manifest lists them (default: the bundle's default dtype)."""
+        manifest = json.loads((Path(bundle) / "manifest.json").read_text())
+        config = json.loads((Path(bundle) / "config.json").read_text())
+        dtype = dtype or manifest["default_dtype"]
+        paths = {name: Path(bundle) / files[dtype]["file"] for name, files in manifest["sessions"].items()
+                 if dtype in files and (only is None or name in only)}
+        if "decoder_model_merged" not in paths:
+            raise SliceError(f"{bundle} has no {dtype} decoder: export it with `matslice export --dtype {dtype}`")
+        return cls(paths, config.get("image_token_id"), config.get("audio_token_id"))
 
     def run(self, name: str, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run one session with the feeds it declares (like transformers.js's `pick`)."""

@@ -22,6 +22,8 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto
 
+from web_export.lookup import quantize_lookups
+
 SUFFIXES = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "q4": "_q4", "q4f16": "_q4f16"}
 DTYPES = tuple(SUFFIXES)
 # Chrome refuses ArrayBuffers of 0x7fe00000 bytes (~2 GiB) and more; stay well below so a chunk is always
@@ -68,31 +70,34 @@ def quantize(
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     if out.is_dir():
         out = out / variant_name(fp32_onnx.stem, dtype)
-    model = convert(onnx.load(fp32_onnx), dtype, block_size=block_size, symmetric=symmetric)
+    model = convert(onnx.load(fp32_onnx), dtype, block_size=block_size, symmetric=symmetric,
+                    max_tensor_bytes=max_tensor_bytes)
     save_chunked(model, out, max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes)
     return out
 
 
-def convert(model: onnx.ModelProto, dtype: str, *, block_size: int = 32, symmetric: bool = True) -> onnx.ModelProto:
+def convert(model: onnx.ModelProto, dtype: str, *, block_size: int = 32, symmetric: bool = True,
+            max_tensor_bytes: int | None = MAX_TENSOR_BYTES) -> onnx.ModelProto:
     """The in-memory `dtype` variant of an fp32 model (weights loaded)."""
     if dtype == "fp32":
         return model
     if dtype == "fp16":
         return to_fp16(model)
     if dtype == "q8":
-        return to_q8(model)
+        return to_q8(model, max_tensor_bytes=max_tensor_bytes)
     if dtype == "q4":
-        return to_q4(model, block_size=block_size, symmetric=symmetric)
+        return to_q4(model, block_size=block_size, symmetric=symmetric, max_tensor_bytes=max_tensor_bytes)
     if dtype == "q4f16":
-        return to_fp16(to_q4(model, block_size=block_size, symmetric=symmetric))
+        return to_fp16(to_q4(model, block_size=block_size, symmetric=symmetric, max_tensor_bytes=max_tensor_bytes))
     raise ValueError(f"unknown dtype {dtype!r}; known: {list(SUFFIXES)}")
 
 
-def to_q4(model: onnx.ModelProto, *, block_size: int = 32, symmetric: bool = True) -> onnx.ModelProto:
-    """MatMul -> MatMulNBits and Gather over a weight table -> GatherBlockQuantized, 4-bit blocks.
+def to_q4(model: onnx.ModelProto, *, block_size: int = 32, symmetric: bool = True,
+          max_tensor_bytes: int | None = MAX_TENSOR_BYTES) -> onnx.ModelProto:
+    """MatMul -> MatMulNBits (4-bit blocks along K), and embedding tables -> 4-bit quantized lookups.
 
-    Gather is quantized along axis 1 (the hidden axis, one block per row segment) so a lookup dequantizes
-    only the rows it reads; the quantizer skips any MatMul/Gather whose shapes do not fit the block size.
+    The lookups are built from standard ops (web_export/lookup.py) rather than GatherBlockQuantized,
+    which onnxruntime-web's WASM backend cannot run; they are always symmetric.
     """
     from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
@@ -101,12 +106,12 @@ def to_q4(model: onnx.ModelProto, *, block_size: int = 32, symmetric: bool = Tru
         bits=4,
         block_size=block_size,
         is_symmetric=symmetric,
-        op_types_to_quantize=("MatMul", "Gather"),
-        quant_axes=(("MatMul", 0), ("Gather", 1)),
+        op_types_to_quantize=("MatMul",),
+        quant_axes=(("MatMul", 0),),
     )
     with quiet_logging():
         quantizer.process()
-    return quantizer.model.model
+    return quantize_lookups(quantizer.model.model, bits=4, block_size=block_size, max_tensor_bytes=max_tensor_bytes)
 
 
 @contextmanager
@@ -120,8 +125,8 @@ def quiet_logging() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Dynamic int8 quantization of MatMul and Gather weights (activations quantized at run time).
+def to_q8(model: onnx.ModelProto, *, max_tensor_bytes: int | None = MAX_TENSOR_BYTES) -> onnx.ModelProto:
+    """Dynamic int8 quantization of MatMul weights (activations quantized at run time), 8-bit lookups.
 
     Conv stays fp32: ConvInteger has no WebGPU kernel and the encoders' convolutions are small next to
     their matmuls.
@@ -135,12 +140,12 @@ def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:
             quantize_dynamic(
                 src,
                 dst,
-                op_types_to_quantize=["MatMul", "Gather"],
+                op_types_to_quantize=["MatMul"],
                 weight_type=QuantType.QUInt8,
                 use_external_data_format=True,
                 extra_options={"EnableSubgraph": True},
             )
-        return onnx.load(dst)
+        return quantize_lookups(onnx.load(dst), bits=8, block_size=32, max_tensor_bytes=max_tensor_bytes)
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

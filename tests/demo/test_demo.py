@@ -17,7 +17,6 @@ import wave
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -73,16 +72,7 @@ def _connect(url: str, server: subprocess.Popen, log: Path, timeout: float = 90)
 
 
 def _sessions(variant: Variant) -> OnnxGemma3n:
-    """parity's runner over the bundle's q4 files (it globs fp32 names, so its sessions are set here)."""
-    runner = OnnxGemma3n.__new__(OnnxGemma3n)
-    dtype = variant.manifest["default_dtype"]
-    runner.sessions = {
-        name: ort.InferenceSession(str(variant.folder / records[dtype]["file"]), providers=["CPUExecutionProvider"])
-        for name, records in variant.manifest["sessions"].items()
-    }
-    config = json.loads((variant.folder / "config.json").read_text())
-    runner.image_token_id, runner.audio_token_id = config.get("image_token_id"), config.get("audio_token_id")
-    return runner
+    return OnnxGemma3n.from_bundle(variant.folder, variant.manifest["default_dtype"])
 
 
 def expected_greedy(

@@ -21,7 +21,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -77,21 +76,9 @@ def default_variant(site: Path) -> dict:
     return next(v for v in models["variants"] if v["id"] == models["default"])
 
 
-class BundleRunner(OnnxGemma3n):
-    """web_export.parity's transformers.js-style loop over one dtype's files (`<session>_q4.onnx`)."""
-
-    def __init__(self, bundle: Path, dtype: str) -> None:
-        manifest = json.loads((bundle / "manifest.json").read_text())
-        self.sessions = {
-            name: ort.InferenceSession(str(bundle / files[dtype]["file"]), providers=["CPUExecutionProvider"])
-            for name, files in manifest["sessions"].items()
-        }
-        self.image_token_id = self.audio_token_id = None
-
-
 def python_greedy(bundle: Path, dtype: str, prompt_ids: list[int], max_new: int) -> list[int]:
     """Greedy ids from onnxruntime in Python, cut after the first EOS as generate() stops there."""
-    runner = BundleRunner(bundle, dtype)
+    runner = OnnxGemma3n.from_bundle(bundle, dtype)
     _, ids = runner.greedy(ParityInputs(input_ids=torch.tensor([prompt_ids])), steps=max_new - 1)
     stop = next((i for i, t in enumerate(ids) if t in EOS_IDS), len(ids) - 1)
     return ids[: stop + 1]

@@ -114,7 +114,8 @@ def test_no_build_paths_in_graphs(text_bundle: Path, tiny_text: Path) -> None:
 
 def test_q4_uses_block_quantized_kernels(mm_bundle: Path) -> None:
     ops = {name: op_types(mm_bundle / "onnx" / f"{name}_q4.onnx") for name in TEXT_SESSIONS}
-    assert "GatherBlockQuantized" in ops["embed_tokens"]
+    assert {"BitwiseAnd", "BitShift"} <= ops["embed_tokens"]  # 4-bit lookups from standard ops
+    assert "GatherBlockQuantized" not in ops["embed_tokens"]  # no WASM kernel in onnxruntime-web
     assert "MatMulNBits" in ops["decoder_model_merged"]
     manifest = read(mm_bundle, "manifest.json")["sessions"]
     for name in ALL_SESSIONS:
@@ -233,10 +234,9 @@ def run(path: Path, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
 
 
 def test_q4_embedding_rows_stay_within_int4_rounding(text_bundle: Path) -> None:
-    """GatherBlockQuantized must dequantize the rows it gathers. onnxruntime's symmetric int4 maps the block's
-    largest-magnitude value to -8 (scale = that value / -8), so an element moves by at most one step (the +8
-    side clips to 7): 1/8 of its block's absmax, hence within 1/8 of its row's largest entry. A wrong
-    quantization axis or packing would give errors of the order of the values. Row 0 (<pad>) is all zeros."""
+    """The 4-bit lookup must dequantize the rows it gathers: symmetric blocks map the block's absmax to 7, so an
+    element moves by at most half a step (1/14 of its block's absmax), hence within 1/8 of its row's largest
+    entry. A wrong axis or nibble order would give errors of the order of the values."""
     feeds = {"input_ids": np.arange(256, dtype=np.int64)[None]}
     want = run(text_bundle / "onnx" / "embed_tokens.onnx", feeds)[0][0]
     got = run(text_bundle / "onnx" / "embed_tokens_q4.onnx", feeds)[0][0]
@@ -270,3 +270,34 @@ def test_q4_matmul_matches_its_dequantized_weights(tmp_path: Path) -> None:
     got = run(out, {"x": x})[0]
     np.testing.assert_allclose(got, x @ dequantized, rtol=1e-4, atol=1e-4)
     assert np.abs(got - x @ weight).max() > 1e-3  # the weights were really rounded
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("split", [False, True])
+def test_lookup_equals_its_dequantized_table(tmp_path: Path, bits: int, split: bool) -> None:
+    """The rewritten Gather returns exactly the rows of the dequantized table (trap 8), also when the table is
+    split into column parts to respect a per-tensor byte limit."""
+    from web_export.lookup import dequantize_rows, quantize_lookups, quantize_rows
+
+    limit = 100 * 32 * bits // 8 if split else None  # room for one 32-column block of codes per part
+    rng = np.random.default_rng(1)
+    table = rng.standard_normal((100, 96)).astype(np.float32)
+    ids = np.array([[3, 99, 0, 42], [7, 7, 1, 64]], dtype=np.int64)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Gather", ["table", "ids"], ["rows"])], "lookup",
+        [onnx.helper.make_tensor_value_info("ids", onnx.TensorProto.INT64, ["b", "s"])],
+        [onnx.helper.make_tensor_value_info("rows", onnx.TensorProto.FLOAT, ["b", "s", 96])],
+        [onnx.numpy_helper.from_array(table, "table")],
+    )
+    model = quantize_lookups(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 20)]),
+                             bits=bits, block_size=32, max_tensor_bytes=limit)
+    biggest = max(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+    assert limit is None or biggest <= limit
+    path = tmp_path / "lookup.onnx"
+    onnx.save(model, path)
+    got = run(path, {"ids": ids})[0]
+    parts = [(0, 96)] if limit is None else [(0, 32), (32, 64), (64, 96)]
+    expected = np.concatenate([dequantize_rows(*quantize_rows(table[:, a:b], bits, 32), bits, 32)
+                               for a, b in parts], axis=1)[ids]
+    np.testing.assert_array_equal(got, expected)
+    assert np.abs(got - table[ids]).max() <= np.abs(table).max() / (14 if bits == 4 else 254) + 1e-6

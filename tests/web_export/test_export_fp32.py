@@ -133,7 +133,7 @@ def test_text_only_parity(tiny_text: Path, text_onnx: tuple[Path, dict]) -> None
 def test_left_padded_batch_and_logits_to_keep(tiny_text: Path, text_onnx: tuple[Path, dict]) -> None:
     """Batch 2 with one left-padded row, as transformers.js batches; compared on real tokens only."""
     parts = load_parts(tiny_text)
-    runner = OnnxGemma3n(text_onnx[0] / "onnx", parts)
+    runner = OnnxGemma3n.from_export(text_onnx[0] / "onnx", parts)
     input_ids = torch.randint(7, 250, (2, 20), generator=torch.Generator().manual_seed(1))
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, :5] = 0
