@@ -117,6 +117,16 @@ def cmd_tiny(args: argparse.Namespace) -> None:
     print(f"wrote tiny Gemma 3n checkpoint to {out}")
 
 
+def cmd_nano(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise SliceError(f"{out} already exists: choose another folder or pass --overwrite")
+    from slicer.nano import write_nano
+
+    write_nano(out, seed=args.seed, matformer=not args.no_matformer)
+    print(f"wrote the nano Gemma 3n (trained MatFormer-style) to {out}")
+
+
 def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] = ()) -> argparse.ArgumentParser:
     parser = _Parser(prog="matslice", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -127,6 +137,13 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
     tiny.add_argument("--seed", type=int, default=0)
     tiny.add_argument("--overwrite", action="store_true")
     tiny.set_defaults(run=cmd_tiny)
+
+    nano = commands.add_parser("nano", help="train the nano Gemma 3n (MatFormer-style, a few minutes on CPU)")
+    nano.add_argument("out")
+    nano.add_argument("--seed", type=int, default=0)
+    nano.add_argument("--no-matformer", action="store_true", help="train without nested-width sampling")
+    nano.add_argument("--overwrite", action="store_true")
+    nano.set_defaults(run=cmd_nano)
 
     presets = commands.add_parser("presets", help="list official and MatSlice presets with their numbers")
     presets.add_argument("--json", action="store_true")

@@ -47,8 +47,35 @@ class Gemma3nParts:
 
 
 def load_parts(model_dir: Path) -> Gemma3nParts:
-    """Load the checkpoint at `model_dir` and name its parts."""
-    return split_parts(load_model(model_dir), read_image_size(model_dir))
+    """Load the checkpoint at `model_dir` and name its parts (zeroed audio FFN units physically dropped)."""
+    model = load_model(model_dir)
+    drop_dead_audio_units(model, json.loads((Path(model_dir) / "config.json").read_text()))
+    return split_parts(model, read_image_size(model_dir))
+
+
+def drop_dead_audio_units(model: nn.Module, config: dict) -> int:
+    """Narrow every conformer feed-forward to the live width a slice recorded (`matslice.audio.ffn_dim`).
+
+    Transformers hard-codes the 4H width, so `matslice slice --audio-ffn-dim N` keeps the full tensors with
+    the kept units first and the rest zero; the exported graph carries only the first N. Returns N or 0.
+    """
+    live = ((config.get("matslice") or {}).get("audio") or {}).get("ffn_dim")
+    if not live or not isinstance(model, Gemma3nForConditionalGeneration):
+        return 0
+    for block in model.model.audio_tower.conformer:
+        for ffw in (block.ffw_layer_start, block.ffw_layer_end):
+            if ffw.ffw_layer_1.out_features == live:
+                continue
+            ffw.ffw_layer_1 = _narrowed(ffw.ffw_layer_1, rows=live)
+            ffw.ffw_layer_2 = _narrowed(ffw.ffw_layer_2, cols=live)
+    return live
+
+
+def _narrowed(linear: nn.Linear, rows: int | None = None, cols: int | None = None) -> nn.Linear:
+    weight = linear.weight.data[:rows] if rows else linear.weight.data[:, :cols]
+    narrow = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    narrow.weight = nn.Parameter(weight.clone(), requires_grad=False)
+    return narrow
 
 
 def read_image_size(model_dir: Path) -> tuple[int, int]:
