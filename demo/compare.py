@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import json
 import time
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from demo.variants import Registry, Variant
+from slicer.errors import SliceError
 from web_export.parity import OnnxGemma3n, ParityInputs, position_ids
 
 USED_SESSIONS = ("embed_tokens", "decoder_model_merged", "audio_encoder")
@@ -65,42 +64,17 @@ class Prompt:
 
 
 def read_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
-    """A WAV file (8/16/32-bit PCM, any rate, any channels) as mono float32 at `sampling_rate`."""
+    """A WAV file as mono float32 at `sampling_rate`, at most MAX_AUDIO_SECONDS long."""
+    from evaluation.data import read_wav
+
     try:
-        with wave.open(str(path), "rb") as handle:
-            width, channels, rate = handle.getsampwidth(), handle.getnchannels(), handle.getframerate()
-            frames = handle.readframes(handle.getnframes())
-    except (wave.Error, EOFError, OSError) as error:
-        raise InputError(f"cannot read the audio file ({error}): upload a PCM WAV file") from None
-    if width not in (1, 2, 4) or not frames:
-        raise InputError("the audio file is empty or not 8/16/32-bit PCM: upload a PCM WAV file")
-    kind = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
-    samples = np.frombuffer(frames, dtype=kind).astype(np.float32)
-    samples = (samples - 128) / 128 if width == 1 else samples / float(np.iinfo(kind).max)
-    samples = samples.reshape(-1, channels).mean(axis=1)
-    if len(samples) / rate > MAX_AUDIO_SECONDS:
-        raise InputError(f"the audio is {len(samples) / rate:.1f} s long: the demo takes up to {MAX_AUDIO_SECONDS:g} s")
-    if rate != sampling_rate:
-        grid = np.arange(0, len(samples), rate / sampling_rate)
-        samples = np.interp(grid, np.arange(len(samples)), samples).astype(np.float32)
+        samples = read_wav(Path(path), sampling_rate)
+    except SliceError as error:
+        raise InputError(f"cannot read the audio file: {error}") from None
+    if len(samples) / sampling_rate > MAX_AUDIO_SECONDS:
+        raise InputError(f"the audio is {len(samples) / sampling_rate:.1f} s long: "
+                         f"the demo takes up to {MAX_AUDIO_SECONDS:g} s")
     return samples
-
-
-class BundleSessions(OnnxGemma3n):
-    """parity's runner over the bundle's default-dtype files (`onnx/<session>_q4.onnx`), keyed by session name.
-
-    The vision encoder is not loaded: the demo prompts with text and audio only.
-    """
-
-    def __init__(self, variant: Variant, config: dict[str, Any]) -> None:
-        dtype = variant.manifest["default_dtype"]
-        self.sessions = {
-            name: ort.InferenceSession(str(variant.folder / records[dtype]["file"]), providers=["CPUExecutionProvider"])
-            for name, records in variant.manifest["sessions"].items()
-            if name in USED_SESSIONS
-        }
-        self.image_token_id = config.get("image_token_id")
-        self.audio_token_id = config.get("audio_token_id")
 
 
 class Runner:
@@ -113,7 +87,7 @@ class Runner:
         self.variant = variant
         config = json.loads((variant.folder / "config.json").read_text())
         self.text_config = config.get("text_config", config)
-        self.onnx = BundleSessions(variant, config)
+        self.onnx = OnnxGemma3n.from_bundle(variant.folder, only=USED_SESSIONS)
         self.load_seconds = time.perf_counter() - start
         self.tokenizer = AutoTokenizer.from_pretrained(variant.folder)
         self.processor = AutoProcessor.from_pretrained(variant.folder) if variant.has_audio else None

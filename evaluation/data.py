@@ -35,21 +35,25 @@ def sentences(text: str = TEXT) -> list[str]:
     return [s.strip() + "." for s in text.split(".") if s.strip()]
 
 
-def read_wav(path: Path) -> np.ndarray:
-    """A mono 16 kHz float32 waveform from a PCM WAV file (resampled linearly if needed)."""
+def read_wav(path: Path, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A PCM WAV file (8/16/32-bit, any rate, any channels) as mono float32 at `sampling_rate`."""
     try:
         with wave.open(str(path), "rb") as f:
             rate, width, channels = f.getframerate(), f.getsampwidth(), f.getnchannels()
             frames = f.readframes(f.getnframes())
     except (wave.Error, EOFError, OSError) as exc:
-        raise SliceError(f"{path} is not a readable PCM WAV file ({exc}): convert it (sox in.mp3 out.wav)") from None
-    if width != 2:
-        raise SliceError(f"{path} has {8 * width}-bit samples: convert it to 16-bit PCM WAV")
-    audio = np.frombuffer(frames, dtype="<i2").astype(np.float32).reshape(-1, channels).mean(axis=1) / 32768
-    if rate != SAMPLE_RATE:
-        positions = np.arange(0, len(audio) * SAMPLE_RATE // rate) * rate / SAMPLE_RATE
-        audio = np.interp(positions, np.arange(len(audio)), audio).astype(np.float32)
-    return audio
+        raise SliceError(f"{Path(path).name} is not a readable PCM WAV file ({exc}): convert it "
+                         f"(sox in.mp3 out.wav)") from None
+    if width not in (1, 2, 4) or not frames:
+        raise SliceError(f"{Path(path).name} is empty or not 8/16/32-bit PCM: convert it to 16-bit PCM WAV")
+    kind = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
+    samples = np.frombuffer(frames, dtype=kind).astype(np.float32)
+    samples = (samples - 128) / 128 if width == 1 else samples / float(np.iinfo(kind).max)
+    samples = samples.reshape(-1, channels).mean(axis=1)
+    if rate != sampling_rate:
+        grid = np.arange(0, len(samples), rate / sampling_rate)
+        samples = np.interp(grid, np.arange(len(samples)), samples)
+    return samples.astype(np.float32)
 
 
 def speech_clips(cache: Path = Path(".cache/eval-speech"), count: int = 3) -> list[np.ndarray]:

@@ -272,7 +272,15 @@ async function checkedFetch(url, init) {
 
 function remember(error) {
     state.loadFailures.push(error);
+    state.rejectLoad?.(error); // transformers.js may never settle once a stream it reads errors
     return error;
+}
+
+// Settles (by rejecting) as soon as a bundle file fails its check, so loading cannot hang on it.
+function loadFailureSignal() {
+    const failed = new Promise((_, reject) => { state.rejectLoad = reject; });
+    failed.catch(() => {});
+    return failed;
 }
 
 function verifier(where, record) {
@@ -336,15 +344,16 @@ async function loadVariant() {
     progress.total = filesToDownload(state.manifest, dtype, state.withAudio).reduce((s, [, r]) => s + r.bytes, 0);
     progress.loaded.clear();
     showProgress();
+    const failed = loadFailureSignal();
     try {
         state.tf ??= await loadRuntime(showIsolation());
-        await loadModel(v, dtype, state.backend.device);
+        await Promise.race([loadModel(v, dtype, state.backend.device), failed]);
     } catch (e) {
         if (state.backend.device === 'webgpu' && !state.loadFailures.length) {
             state.backend = { device: 'wasm', reason: `WebGPU failed while loading (${e.message}); fell back to WASM.` };
             showBackend(state.backend);
             try {
-                await loadModel(v, dtype, 'wasm');
+                await Promise.race([loadModel(v, dtype, 'wasm'), failed]);
             } catch (e2) {
                 return loadFailed(e2);
             }
@@ -353,6 +362,7 @@ async function loadVariant() {
         }
     } finally {
         state.busy = false;
+        state.rejectLoad = null;
         window.matslice.loading = false;
     }
     const ms = performance.now() - started;

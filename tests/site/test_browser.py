@@ -140,6 +140,7 @@ def test_corrupt_model_file_is_named_in_the_page(site: Path, tmp_path: Path) -> 
     finally:
         server.shutdown()
         server.server_close()
+    assert result.get("failure") is None, {k: result.get(k) for k in ("failure", "console")}
     assert result["matslice"]["ready"] is False
     message = result["error"] or ""
     assert data.relative_to(broken).as_posix() in message, message
