@@ -78,24 +78,33 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
     bundle, model = Path(args.bundle), Path(args.model)
     load_config(model)
-    if not (bundle / "onnx").is_dir():
-        raise SliceError(f"{bundle} has no onnx/ folder: pass a bundle written by `matslice export`")
+    if not (bundle / "manifest.json").is_file():
+        raise SliceError(f"{bundle} has no manifest.json: pass a bundle written by `matslice export`")
     from web_export.parity import check_parity
+    from web_export.quantize import SUFFIXES
 
-    report = check_parity(model, bundle, steps=args.steps)
-    result = {
-        "fp32": {"max_abs_logits_diff": report.max_logits_diff, "per_step": report.logits_max_diff,
-                 "encoders": report.encoder_max_diff, "torch_ids": report.torch_ids, "onnx_ids": report.onnx_ids,
-                 "ids_match": report.torch_ids == report.onnx_ids, "tolerance": TOL_FP32},
-    }
-    ok = report.max_logits_diff <= TOL_FP32 and report.torch_ids == report.onnx_ids
+    dtypes = json.loads((bundle / "manifest.json").read_text())["dtypes"]
+    result, failures = {}, []
+    for dtype in dtypes:
+        exact = dtype in ("fp32", "q4")  # q4 is weight-only: exact against PyTorch on its own weights
+        report = check_parity(model, bundle, steps=args.steps, suffix=SUFFIXES[dtype], dequantized=dtype == "q4")
+        row = {"max_abs_logits_diff": report.max_logits_diff, "per_step": report.logits_max_diff,
+               "encoders": report.encoder_max_diff, "torch_ids": report.torch_ids, "onnx_ids": report.onnx_ids,
+               "ids_match": report.torch_ids == report.onnx_ids,
+               "reference": "pytorch, dequantized weights" if dtype == "q4" else "pytorch fp32",
+               "asserted": exact, "tolerance": TOL_FP32 if exact else None}
+        result[dtype] = row
+        if exact and not (report.max_logits_diff <= TOL_FP32 and row["ids_match"]):
+            failures.append(dtype)
+        if not args.json:
+            verdict = ("ok" if dtype not in failures else "FAILED") if exact else "reported, not asserted"
+            print(f"{dtype}: max |logits diff| {report.max_logits_diff:.2e} against {row['reference']} over "
+                  f"{len(report.logits_max_diff)} steps; greedy ids {'match' if row['ids_match'] else 'differ'} "
+                  f"({verdict})")
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        print(f"fp32: max |logits diff| {report.max_logits_diff:.2e} over {len(report.logits_max_diff)} steps "
-              f"(tolerance {TOL_FP32:g}); greedy ids {'match' if result['fp32']['ids_match'] else 'DIFFER'}")
-    if not ok:
-        raise SliceError(f"{bundle} does not match {model}: re-export it with `matslice export`")
+    if failures:
+        raise SliceError(f"{bundle} does not match {model} at {', '.join(failures)}: re-export it (matslice export)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -58,14 +58,22 @@ class ParityReport:
 
 
 def check_parity(
-    model_dir: Path, out_dir: Path, steps: int = 24, modalities: set[str] | None = None, suffix: str = ""
+    model_dir: Path, out_dir: Path, steps: int = 24, modalities: set[str] | None = None, suffix: str = "",
+    dequantized: bool = False,
 ) -> ParityReport:
     """Compare `out_dir/onnx/<session><suffix>.onnx` with the checkpoint on a fixed prompt and `steps`
     cached decode steps. `modalities` picks which encoders feed the prompt (None: all the checkpoint has).
+    With `dequantized`, PyTorch first takes the sessions' own (dequantized) weights: the exact check for
+    weight-only quantization (web_export/dequantized.py).
     """
     parts = load_parts(Path(model_dir))
     inputs = fixed_inputs(parts, modalities)
     runner = OnnxGemma3n.from_export(Path(out_dir) / ONNX_SUBDIR, parts, suffix)
+    if dequantized:
+        from web_export.dequantized import load_dequantized
+
+        onnx_dir = Path(out_dir) / ONNX_SUBDIR
+        load_dequantized(parts.model, [onnx_dir / f"{name}{suffix}.onnx" for name in runner.sessions])
     torch_logits, torch_ids = torch_greedy(parts, inputs, steps)
     onnx_logits, onnx_ids = runner.greedy(inputs, steps)
     diffs = [float(np.abs(a - b).max()) for a, b in zip(torch_logits, onnx_logits, strict=True)]

@@ -23,8 +23,11 @@ def test_export_then_verify(tiny_text, tmp_path):
     assert {"onnx/decoder_model_merged.onnx", "onnx/decoder_model_merged_q4.onnx"} <= set(manifest["files"])
     done = run("verify", out, tiny_text, "--json")
     assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)["fp32"]
+    reports = json.loads(done.stdout)
+    report = reports["fp32"]
     assert report["max_abs_logits_diff"] <= 1e-4 and report["ids_match"] and len(report["per_step"]) > 16
+    q4 = reports["q4"]  # against PyTorch running the q4 graphs' own dequantized weights
+    assert q4["asserted"] and q4["max_abs_logits_diff"] <= 1e-4 and q4["ids_match"]
 
 
 @pytest.mark.parametrize("args,fragment", [
