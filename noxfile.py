@@ -22,7 +22,7 @@ def _install(session: nox.Session, extras: str = "web,dev") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite: real tiny Gemma 3n models, real safetensors, real onnxruntime, real transformers.js."""
-    _install(session)
+    _install(session, "web,dev,demo")
     # transformers.js for the Node parity tests; --ignore-scripts: onnxruntime-node's install script
     # downloads GPU binaries, while the CPU ones ship inside the package.
     session.run("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", "tests/web_export/node",
