@@ -43,4 +43,19 @@ def write_synthetic(out: Path, config: dict, max_shard_bytes: int = 4 << 30, see
             remaining -= step
     writer.close()
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    _tokenizer_files(out)
     return out
+
+
+def _tokenizer_files(out: Path) -> None:
+    """The tiny model's tokenizer files, so the synthetic checkpoint exports like a real one (the ids it
+    produces are a subset of the synthetic vocabulary)."""
+    import shutil
+    import tempfile
+
+    from slicer.tiny import write_tiny
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny = write_tiny(Path(tmp) / "tiny", text_only=True)
+        for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
+            shutil.copy2(tiny / name, out / name)

@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slicer import nano
 from slicer.plan import SliceSpec
 
 MODELS_JSON = Path("dist/web/models.json")
 CACHE = Path(".cache/demo")
-# The default variants of the embedded tiny checkpoint (8 layers; layers 5-7 reuse the KV of 3 and 4).
+# The default variants: the nested slices the default (nano) checkpoint was MatFormer-trained for.
 DEFAULT_SLICES: dict[str, SliceSpec | None] = {
     "parent": None,
-    "L6-ffn64": SliceSpec(layers_to_skip=(6, 7), ffn_dims=(64,)),
-    "L4-ffn64-text": SliceSpec(layers_to_skip=(2, 5, 6, 7), ffn_dims=(64,), modalities=("text",)),
+    "e2b-like": nano.E2B_LIKE.slice_spec(),
+    "harsh-text": nano.HARSH.slice_spec(modalities=("text",)),
 }
 # The demo prompts with text and audio only, so the defaults are exported without the vision encoder.
 DEFAULT_ENCODERS = {"audio"}

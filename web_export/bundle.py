@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from slicer.errors import SliceError
 from slicer.plan import count_params
 from web_export.export import ONNX_SUBDIR, export_onnx
 from web_export.quantize import DTYPES, external_chunk_count, largest_tensor_in_file, quantize, variant_name
@@ -62,8 +63,8 @@ def write_bundle(
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        copy_side_files(model_dir, staging)  # first: a missing tokenizer fails before minutes of export
         sessions = build_sessions(model_dir, staging / ONNX_SUBDIR, dtypes, modalities, quantize_options)
-        copy_side_files(model_dir, staging)
         source_config = read_json(model_dir / "config.json")
         write_json(staging / "config.json", bundle_config(source_config, sessions, dtypes))
         write_json(staging / "manifest.json", manifest(staging, source_config, sessions, dtypes))
@@ -121,7 +122,8 @@ def copy_side_files(model_dir: Path, out: Path) -> None:
     """Tokenizer, generation and processor files, byte for byte."""
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"{model_dir} lacks {missing}, which transformers.js needs to tokenize")
+        raise SliceError(f"{model_dir} lacks {', '.join(missing)}, which transformers.js needs to tokenize: "
+                         f"copy the tokenizer files from the checkpoint it was sliced from")
     for name in REQUIRED_FILES + OPTIONAL_FILES:
         if (model_dir / name).is_file():
             shutil.copyfile(model_dir / name, out / name)

@@ -133,7 +133,7 @@ def test_compare_texts_and_numbers(client, registry: Registry) -> None:
         assert got["kl_vs_parent"] >= 0 and 0 <= got["top1_vs_parent"] <= 1
     assert by_name["parent"]["kl_vs_parent"] == 0.0 and by_name["parent"]["top1_vs_parent"] == 1.0
     assert all(by_name[n]["kl_vs_parent"] > 0 for n in names if n != "parent")
-    assert by_name["parent"]["bundle_bytes"] > by_name["L6-ffn64"]["bundle_bytes"] > by_name["L4-ffn64-text"][
+    assert by_name["parent"]["bundle_bytes"] > by_name["e2b-like"]["bundle_bytes"] > by_name["harsh-text"][
         "bundle_bytes"]
     again = client.predict(PROMPT, names[:2], None, STEPS, api_name="/compare")["variants"]
     assert all(r["load_cached"] for r in again)
@@ -144,14 +144,14 @@ def test_audio_prompt(client, registry: Registry, tmp_path: Path) -> None:
     from demo.compare import read_audio
 
     wav = _wav(tmp_path / "tone.wav")
-    result = client.predict(PROMPT, ["parent", "L4-ffn64-text"], gradio_client.handle_file(str(wav)), STEPS,
+    result = client.predict(PROMPT, ["parent", "harsh-text"], gradio_client.handle_file(str(wav)), STEPS,
                             api_name="/compare")["variants"]
     parent, text_only = result
     assert parent["audio_used"] and not text_only["audio_used"] and "audio ignored" in text_only["note"]
     ids, text = expected_greedy(registry.get("parent"), PROMPT, STEPS, read_audio(wav, 16000))
     assert parent["token_ids"] == ids and parent["text"] == text
     assert parent["kl_vs_parent"] == 0.0 and text_only["kl_vs_parent"] > 0  # scored against the text-only parent
-    assert text_only["text"] == expected_greedy(registry.get("L4-ffn64-text"), PROMPT, STEPS)[1]
+    assert text_only["text"] == expected_greedy(registry.get("harsh-text"), PROMPT, STEPS)[1]
 
 
 @pytest.mark.parametrize(
@@ -180,7 +180,7 @@ def test_unreadable_audio(client, tmp_path: Path) -> None:
 
 
 def test_page_handler_streams_and_reports(client, registry: Registry) -> None:
-    names = ["parent", "L6-ffn64"]
+    names = ["parent", "e2b-like"]
     updates = list(client.submit(PROMPT, names, None, STEPS, api_name="/run"))
     assert len(updates) > 2  # streamed: one update per round of tokens, then the scored one
     final = updates[-1]
@@ -197,7 +197,7 @@ def test_page_handler_streams_and_reports(client, registry: Registry) -> None:
 def test_plot_marks_the_pareto_front(client, registry: Registry) -> None:
     svg = client.predict(api_name="/plot")
     assert svg.startswith("<svg") and all(name in svg for name in registry.names)
-    assert "parent (Pareto)" in svg and "L4-ffn64-text (Pareto)" in svg  # best quality; smallest bundle
+    assert "parent (Pareto)" in svg and "harsh-text (Pareto)" in svg  # best quality; smallest bundle
 
 
 def test_pareto_front() -> None:
@@ -213,7 +213,7 @@ def test_models_json_registry(registry: Registry, tmp_path: Path) -> None:
 
     entries = [{"id": f"v-{v.name}", "path": os.path.relpath(v.folder, tmp_path) + "/", "parent": v.name == "parent"}
                for v in reversed(list(registry.variants.values()))]
-    (tmp_path / "models.json").write_text(json.dumps({"format": 1, "default": "v-L6-ffn64", "variants": entries}))
+    (tmp_path / "models.json").write_text(json.dumps({"format": 1, "default": "v-e2b-like", "variants": entries}))
     loaded = from_models_json(tmp_path / "models.json")
     assert loaded.parent == "v-parent" and loaded.names == [e["id"] for e in entries]
     assert loaded.get("v-parent").bytes == registry.get("parent").bytes

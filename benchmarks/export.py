@@ -1,0 +1,50 @@
+"""Export cost on full-size shapes: time, peak RSS and bundle bytes per session and dtype.
+
+A user exports a 26-30 layer E4B variant on a laptop. We slice the synthetic E4B-shaped checkpoint to a
+preset (text only) and export it, each export in a fresh process so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.slicing import _timed
+from benchmarks.synthetic import synthetic_text_config, write_synthetic
+
+
+def _child(work: Path, preset: str, vocab_divisor: int) -> Path:
+    parent = work / f"parent-v{vocab_divisor}"
+    if not (parent / "config.json").exists():
+        write_synthetic(parent, synthetic_text_config(vocab_divisor))
+    child = work / f"{preset}-v{vocab_divisor}"
+    if not (child / "config.json").exists():
+        subprocess.run([sys.executable, "-m", "slicer.cli", "slice", str(parent), str(child), "--preset", preset,
+                        "--modalities", "text"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return child
+
+
+def bench_export(work: Path, preset: str, dtype: str = "q4", vocab_divisor: int = 4) -> dict:
+    child = _child(work, preset, vocab_divisor)
+    out = work / f"bundle-{preset}-{dtype}"
+    shutil.rmtree(out, ignore_errors=True)
+    command = [sys.executable, "-m", "slicer.cli", "export", str(child), str(out), "--dtype", dtype]
+    try:
+        seconds, rss = _timed(command)
+    except subprocess.CalledProcessError as exc:
+        return {"preset": preset, "dtype": dtype, "failed": f"exit status {exc.returncode}"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    per_session: dict[str, int] = {}
+    for name, record in manifest["files"].items():
+        if name.startswith("onnx/"):
+            session = Path(name).name.split(".onnx")[0]
+            per_session[session] = per_session.get(session, 0) + record["bytes"]
+    return {
+        "preset": preset, "dtype": dtype, "vocab_divisor": vocab_divisor, "seconds": seconds, "peak_rss_bytes": rss,
+        "bytes": sum(r["bytes"] for r in manifest["files"].values()), "bytes_per_session": per_session,
+        "checkpoint_bytes": sum(p.stat().st_size for p in child.glob("*.safetensors")),
+        "bundle": str(out), "checkpoint": str(child),
+    }
