@@ -27,15 +27,19 @@ def _child(work: Path, preset: str, vocab_divisor: int) -> Path:
     return child
 
 
+RSS_LIMIT = 21 << 30  # of this machine's 24 GiB: stop an export before the OOM killer picks a victim
+
+
 def bench_export(work: Path, preset: str, dtype: str = "q4", vocab_divisor: int = 4) -> dict:
     child = _child(work, preset, vocab_divisor)
     out = work / f"bundle-{preset}-{dtype}"
     shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "slicer.cli", "export", str(child), str(out), "--dtype", dtype]
     try:
-        seconds, rss = _timed(command)
+        seconds, rss = _timed(command, rss_limit=RSS_LIMIT)
     except subprocess.CalledProcessError as exc:
-        return {"preset": preset, "dtype": dtype, "failed": f"exit status {exc.returncode}"}
+        why = "killed above 21 GiB RSS" if exc.returncode == -9 else f"exit status {exc.returncode}"
+        return {"preset": preset, "dtype": dtype, "vocab_divisor": vocab_divisor, "failed": why}
     manifest = json.loads((out / "manifest.json").read_text())
     per_session: dict[str, int] = {}
     for name, record in manifest["files"].items():

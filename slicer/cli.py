@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from slicer.errors import SliceError
+from slicer.errors import SliceError, run_command
 
 
 class _Parser(argparse.ArgumentParser):
@@ -169,22 +169,14 @@ def build_parser(extra: Sequence[Callable[[argparse._SubParsersAction], None]] =
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
+    def body() -> None:
         from evaluation.cli import register as register_eval
         from web_export.cli import register as register_export
 
         args = build_parser([register_export, register_eval]).parse_args(argv)
         args.run(args)
-    except SliceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except BrokenPipeError:  # `matslice plan --json | head`
-        sys.stderr.close()
-        return 0
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was left half-written", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(body)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ from slicer.shapes import checkpoint_shapes, numel
 
 def predicted_bytes(plan: SlicePlan, folder: Path | None) -> dict[str, Any]:
     """Bytes of the child's safetensors, exact from the parent's headers when its shards are at hand."""
-    from slicer.shards import SliceError, read_tensors
+    from slicer.errors import SliceError
+    from slicer.shards import read_tensors
 
     if folder is not None:
         try:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
-from slicer.errors import SliceError
+from slicer.errors import SliceError, run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "site"
@@ -410,16 +410,11 @@ def report(built: list[tuple[dict[str, Any], str]], out: Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    try:
+    def body() -> None:
         args = build_parser().parse_args(argv)
         report(build(args), Path(args.out))
-    except SliceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; finished variants are kept, a half-built one is not", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_command(body, "interrupted; finished variants are kept, a half-built one is not")
 
 
 if __name__ == "__main__":
