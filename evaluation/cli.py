@@ -9,8 +9,25 @@ from pathlib import Path
 from slicer.errors import SliceError
 
 
+def _default_pair() -> tuple[Path, Path]:
+    """The embedded default (nano) model and its E2B-like nested slice, built once and cached beside it."""
+    from slicer import nano
+    from slicer.checkpoint import slice_checkpoint
+    from slicer.config import load_config
+    from slicer.default import default_checkpoint
+    from slicer.plan import make_plan
+
+    parent = default_checkpoint()
+    variant = parent.with_name(parent.name + "-e2b-like")
+    if not (variant / "config.json").is_file():
+        slice_checkpoint(parent, variant, make_plan(load_config(parent), nano.E2B_LIKE.slice_spec()), overwrite=True)
+    return variant, parent
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
-    variant, parent = Path(args.variant), Path(args.parent)
+    if (args.variant is None) != (args.parent is None):
+        raise SliceError("give both VARIANT and PARENT, or neither (the default model and its E2B-like slice)")
+    variant, parent = _default_pair() if args.variant is None else (Path(args.variant), Path(args.parent))
     for folder in (variant, parent):
         if not folder.is_dir():
             raise SliceError(f"{folder} is not a folder: pass a checkpoint folder or an exported bundle")
@@ -42,8 +59,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("eval", help="compare a variant (checkpoint or bundle) with its parent")
-    parser.add_argument("variant")
-    parser.add_argument("parent")
+    parser.add_argument("variant", nargs="?", help="checkpoint folder or bundle (default: the nano model's slice)")
+    parser.add_argument("parent", nargs="?", help="checkpoint folder or bundle (default: the nano model)")
     parser.add_argument("--text", help="a UTF-8 text file (default: a built-in passage)")
     parser.add_argument("--audio", help="a folder of WAV clips (default: built-in espeak-ng speech)")
     parser.add_argument("--no-audio", action="store_true", help="skip the audio comparison")

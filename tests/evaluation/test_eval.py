@@ -78,3 +78,17 @@ def test_cli_json_and_bad_input(tiny_text, text_child, tmp_path):
     done = subprocess.run([sys.executable, "-m", "slicer.cli", "eval", str(tmp_path / "nope"), str(tiny_text)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("error: ")
+
+
+def test_default_model_and_its_nested_slice():
+    """With no folders, eval compares the embedded default model with its E2B-like MatFormer slice."""
+    done = subprocess.run([sys.executable, "-m", "slicer.cli", "eval", "--json", "--no-audio", "--window", "64"],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["variant"].endswith("-e2b-like")
+    text = result["text"]
+    assert text["kl_mean"] > 0 and 0.5 < text["top1_agreement"] < 1.0
+    assert text["parent_perplexity"] < text["variant_perplexity"]
+    one = subprocess.run([sys.executable, "-m", "slicer.cli", "eval", result["parent"]], capture_output=True, text=True)
+    assert one.returncode == 2 and "give both VARIANT and PARENT" in one.stderr
