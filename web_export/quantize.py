@@ -99,7 +99,8 @@ def to_q4(model: onnx.ModelProto, *, block_size: int = 32, symmetric: bool = Tru
     The lookups are built from standard ops (web_export/lookup.py) rather than GatherBlockQuantized,
     which onnxruntime-web's WASM backend cannot run; they are always symmetric.
     """
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    with root_logger_kept():
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
     quantizer = MatMulNBitsQuantizer(
         model,
@@ -112,6 +113,20 @@ def to_q4(model: onnx.ModelProto, *, block_size: int = 32, symmetric: bool = Tru
     with quiet_logging():
         quantizer.process()
     return quantize_lookups(quantizer.model.model, bits=4, block_size=block_size, max_tensor_bytes=max_tensor_bytes)
+
+
+@contextmanager
+def root_logger_kept() -> Iterator[None]:
+    """Undo what importing onnxruntime.quantization does: its matmul_nbits_quantizer module calls
+    logging.basicConfig(INFO), which would make every later library log (onnx_ir's passes: a line per
+    initializer) print to the user's terminal."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 @contextmanager
@@ -131,7 +146,8 @@ def to_q8(model: onnx.ModelProto, *, max_tensor_bytes: int | None = MAX_TENSOR_B
     Conv stays fp32: ConvInteger has no WebGPU kernel and the encoders' convolutions are small next to
     their matmuls.
     """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    with root_logger_kept():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
