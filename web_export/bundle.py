@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tqdm import tqdm
+
 from slicer.errors import SliceError
 from slicer.plan import count_params
 from web_export.export import ONNX_SUBDIR, export_onnx
@@ -95,7 +97,7 @@ def build_sessions(
     sessions: dict[str, dict[str, dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="matslice-export-") as tmp:
         exported = export_onnx(model_dir, Path(tmp), modalities)
-        for name, info in exported["sessions"].items():
+        for name, info in tqdm(exported["sessions"].items(), desc=f"quantizing ({', '.join(dtypes)})", unit="session"):
             fp32 = Path(info["path"])
             sessions[name] = {dtype: quantize_session(fp32, name, dtype, onnx_dir, options) for dtype in dtypes}
     return sessions

@@ -25,6 +25,7 @@ from unittest import mock
 
 import onnx_ir as ir
 import torch
+from tqdm import tqdm
 from transformers.models.gemma3n import modeling_gemma3n
 
 from web_export.checkpoint import freeze_sparsity_cutoffs, load_parts
@@ -56,7 +57,9 @@ def export_onnx(model_dir: Path, out_dir: Path, modalities: set[str] | None = No
     specs = session_specs(parts, modalities)  # rejects bad modalities before anything is written
     onnx_dir = Path(out_dir) / ONNX_SUBDIR
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    sessions = {spec.name: export_session(spec, onnx_dir / f"{spec.name}.onnx") for spec in specs}
+    sessions = {}
+    for spec in tqdm(specs, desc="exporting sessions", unit="session"):
+        sessions[spec.name] = export_session(spec, onnx_dir / f"{spec.name}.onnx")
     return {"sessions": sessions, "seconds": time.perf_counter() - start}
 
 

@@ -133,7 +133,7 @@ def root_logger_kept() -> Iterator[None]:
 def quiet_logging() -> Iterator[None]:
     """Silence INFO records while a quantizer runs: they log one line per node, and matmul_nbits_quantizer
     calls logging.basicConfig(level=INFO) at import, which turns the root logger on for everyone."""
-    logging.disable(logging.INFO)
+    logging.disable(logging.WARNING)  # also onnxruntime's advice to pre-process, printed once per session
     try:
         yield
     finally:
