@@ -46,7 +46,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def build_web(session: nox.Session) -> None:
-    """Build the parent and sliced variants of a checkpoint into dist/web (default: the tiny model)."""
+    """Build the parent and sliced variants of a checkpoint into dist/web (default: the nano model)."""
     _install(session)
     session.run("python", "-m", "web_export.build", *session.posargs, env=OFFLINE)
 
