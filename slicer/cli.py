@@ -43,22 +43,28 @@ def add_slice_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--modalities", help="text, or text,audio,vision (the default: all the parent has)")
 
 
-def slice_spec(args: argparse.Namespace):
-    """The user's slice: a preset's, with any explicit option replacing the preset's value."""
-    from slicer.plan import SliceSpec
-    from slicer.presets import get_preset, parse_int, parse_int_list
+def spec_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The SliceSpec fields the explicit slice options set (parsed, never evaluated)."""
+    from slicer.presets import parse_int, parse_int_list
 
-    spec = get_preset(args.preset).spec() if args.preset else SliceSpec()
     changes: dict[str, Any] = {}
     for option in ("layers_to_skip", "ffn_dims", "audio_layers_to_skip"):
-        value = getattr(args, option)
-        if value is not None:
+        if (value := getattr(args, option)) is not None:
             changes[option] = parse_int_list(value, "--" + option.replace("_", "-"))
     if args.audio_ffn_dim is not None:
         changes["audio_ffn_dim"] = parse_int(args.audio_ffn_dim, "--audio-ffn-dim")
     if args.modalities is not None:
         changes["modalities"] = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
-    return replace(spec, **changes)
+    return changes
+
+
+def slice_spec(args: argparse.Namespace):
+    """The user's slice: a preset's, with any explicit option replacing the preset's value."""
+    from slicer.plan import SliceSpec
+    from slicer.presets import get_preset
+
+    spec = get_preset(args.preset).spec() if args.preset else SliceSpec()
+    return replace(spec, **spec_changes(args))
 
 
 def _load_model_config(model: str | None) -> tuple[dict[str, Any], Path | None]:

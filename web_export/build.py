@@ -68,7 +68,7 @@ class Variant:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m web_export.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="Gemma 3n checkpoint folder (default: the embedded tiny model)")
+    parser.add_argument("--model", help="Gemma 3n checkpoint folder (default: the embedded nano model)")
     parser.add_argument("--preset", action="append", default=[], help="a preset to build; repeat for several")
     parser.add_argument("--layers-to-skip", help="a custom slice: decoder layers to drop, e.g. 20,21,22")
     parser.add_argument("--ffn-dims", help="a custom slice: FFN width per kept layer, or one for all")
@@ -93,21 +93,11 @@ def parse_dtypes(text: str) -> tuple[str, ...]:
 
 def custom_spec(args: argparse.Namespace) -> Any:
     """The custom slice the options describe, or None when none of them was given."""
+    from slicer.cli import spec_changes
     from slicer.plan import SliceSpec
-    from slicer.presets import parse_int, parse_int_list
 
-    options = ("layers_to_skip", "ffn_dims", "audio_layers_to_skip", "audio_ffn_dim", "modalities")
-    if all(getattr(args, o) is None for o in options):
-        return None
-    changes: dict[str, Any] = {}
-    for option in ("layers_to_skip", "ffn_dims", "audio_layers_to_skip"):
-        if (value := getattr(args, option)) is not None:
-            changes[option] = parse_int_list(value, "--" + option.replace("_", "-"))
-    if args.audio_ffn_dim is not None:
-        changes["audio_ffn_dim"] = parse_int(args.audio_ffn_dim, "--audio-ffn-dim")
-    if args.modalities is not None:
-        changes["modalities"] = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
-    return replace(SliceSpec(), **changes)
+    changes = spec_changes(args)
+    return replace(SliceSpec(), **changes) if changes else None
 
 
 def check_out(out: Path) -> None:
