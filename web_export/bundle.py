@@ -32,8 +32,9 @@ from tqdm import tqdm
 
 from slicer.errors import SliceError
 from slicer.plan import count_params
-from web_export.export import ONNX_SUBDIR, export_onnx
-from web_export.quantize import DTYPES, external_chunk_count, largest_tensor_in_file, quantize, variant_name
+from web_export.export import ONNX_SUBDIR, trace_sessions
+from web_export.quantize import DTYPES, variant_name, write_variant
+from web_export.weights import SessionGraph
 
 REQUIRED_FILES = ("tokenizer.json", "tokenizer_config.json")
 OPTIONAL_FILES = (
@@ -92,30 +93,24 @@ def build_sessions(
     modalities: set[str] | None,
     options: dict[str, Any],
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """{session: {dtype: file record}} after exporting fp32 once and deriving every dtype from it."""
+    """{session: {dtype: file record}} after tracing each session once and writing every dtype from the checkpoint."""
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    sessions: dict[str, dict[str, dict[str, Any]]] = {}
-    with tempfile.TemporaryDirectory(prefix="matslice-export-") as tmp:
-        exported = export_onnx(model_dir, Path(tmp), modalities)
-        for name, info in tqdm(exported["sessions"].items(), desc=f"quantizing ({', '.join(dtypes)})", unit="session"):
-            fp32 = Path(info["path"])
-            sessions[name] = {dtype: quantize_session(fp32, name, dtype, onnx_dir, options) for dtype in dtypes}
-    return sessions
-
-
-def quantize_session(
-    fp32_path: Path, session: str, dtype: str, onnx_dir: Path, options: dict[str, Any]
-) -> dict[str, Any]:
-    path = quantize(fp32_path, dtype, onnx_dir / variant_name(session, dtype), **options)
-    chunks = external_chunk_count(path)
-    data_files = [f"{path.name}_data" + ("" if i == 0 else f"_{i}") for i in range(chunks)]
-    name, size = largest_tensor_in_file(path)
-    files = [path.name, *data_files]
+    graphs = trace_sessions(model_dir, modalities)
     return {
-        "file": f"{ONNX_SUBDIR}/{path.name}",
-        "external_data_chunks": chunks,
-        "data_files": [f"{ONNX_SUBDIR}/{f}" for f in data_files],
-        "bytes": sum((onnx_dir / f).stat().st_size for f in files),
+        graph.name: {dtype: write_session(graph, dtype, onnx_dir, options) for dtype in dtypes}
+        for graph in tqdm(graphs, desc=f"writing ({', '.join(dtypes)})", unit="session")
+    }
+
+
+def write_session(graph: SessionGraph, dtype: str, onnx_dir: Path, options: dict[str, Any]) -> dict[str, Any]:
+    saved = write_variant(graph, dtype, onnx_dir / variant_name(graph.name, dtype), **options)
+    files = [saved.path, *saved.data_files]
+    name, size = saved.largest_tensor
+    return {
+        "file": f"{ONNX_SUBDIR}/{saved.path.name}",
+        "external_data_chunks": len(saved.data_files),
+        "data_files": [f"{ONNX_SUBDIR}/{f.name}" for f in saved.data_files],
+        "bytes": sum(f.stat().st_size for f in files),
         "largest_tensor": {"name": name, "bytes": size},
     }
 

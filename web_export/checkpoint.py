@@ -12,7 +12,9 @@ exported for exactly that size.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +26,9 @@ from transformers import (
     Gemma3nTextConfig,
 )
 from transformers.models.gemma3n.modeling_gemma3n import Gemma3nTextMLP
+
+from slicer.errors import SliceError
+from web_export.weights import CheckpointTensor, checkpoint_files
 
 MULTIMODAL_TYPE = "gemma3n"
 TEXT_ONLY_TYPE = "gemma3n_text"
@@ -40,6 +45,8 @@ class Gemma3nParts:
     text_config: Gemma3nTextConfig
     config: Gemma3nConfig | Gemma3nTextConfig
     image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    # For a skeleton (`load_skeleton`): id(placeholder parameter) -> the checkpoint tensor it stands for.
+    sources: dict[int, CheckpointTensor] = field(default_factory=dict)
 
     @property
     def is_multimodal(self) -> bool:
@@ -53,11 +60,69 @@ def load_parts(model_dir: Path) -> Gemma3nParts:
     return split_parts(model, read_image_size(model_dir))
 
 
-def drop_dead_audio_units(model: nn.Module, config: dict) -> int:
+def load_skeleton(model_dir: Path) -> Gemma3nParts:
+    """The checkpoint's modules with every parameter a zero-memory placeholder of its shape, for tracing.
+
+    Tracing needs shapes, never values, so nothing is read but the config: each parameter becomes a
+    stride-0 view of one zero (full shape, 4 bytes), and `sources` says which checkpoint tensor it stands
+    for, so the variant writers read the real values row block by row block. Buffers are computed by the
+    modules' own constructors, as from_pretrained does. Tied weights stay one parameter (one source).
+    """
+    model_dir = Path(model_dir)
+    cls = model_class(model_dir)
+    config = cls.config_class.from_pretrained(model_dir, local_files_only=True)
+    config._attn_implementation = "eager"
+    with parameters_on_meta():
+        model = cls(config)
+    if getattr(config, "tie_word_embeddings", True):
+        model.tie_weights()
+    files = checkpoint_files(model_dir)
+    placeholders: dict[int, nn.Parameter] = {}
+    sources: dict[int, CheckpointTensor] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) not in placeholders:  # the first name of a tied parameter is the one the checkpoint stores
+            if name not in files:
+                raise SliceError(f"{model_dir} has no tensor {name!r}: not a complete {config.model_type} checkpoint; "
+                                 "re-download or re-slice it")
+            source = CheckpointTensor(files[name], name)
+            if source.stored_shape != tuple(param.shape):
+                raise SliceError(f"{model_dir}: tensor {name!r} is {list(source.stored_shape)} but config.json "
+                                 f"implies {list(param.shape)}; the config does not belong to these weights")
+            placeholder = _placeholder(param.shape)
+            placeholders[id(param)], sources[id(placeholder)] = placeholder, source
+        module_name, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(module_name), leaf, placeholders[id(param)])
+    drop_dead_audio_units(model, json.loads((model_dir / "config.json").read_text()), sources)
+    return replace(split_parts(model.eval(), read_image_size(model_dir)), sources=sources)
+
+
+@contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Create parameters on the meta device (no memory, no init) while buffers are computed for real."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register
+
+
+def _placeholder(shape: torch.Size) -> nn.Parameter:
+    return nn.Parameter(torch.zeros((), dtype=torch.float32).expand(shape), requires_grad=False)
+
+
+def drop_dead_audio_units(model: nn.Module, config: dict, sources: dict[int, CheckpointTensor] | None = None) -> int:
     """Narrow every conformer feed-forward to the live width a slice recorded (`matslice.audio.ffn_dim`).
 
     Transformers hard-codes the 4H width, so `matslice slice --audio-ffn-dim N` keeps the full tensors with
     the kept units first and the rest zero; the exported graph carries only the first N. Returns N or 0.
+    In a skeleton the narrowed placeholders read only the kept rows/columns of their checkpoint tensors.
     """
     live = ((config.get("matslice") or {}).get("audio") or {}).get("ffn_dim")
     if not live or not isinstance(model, Gemma3nForConditionalGeneration):
@@ -66,15 +131,22 @@ def drop_dead_audio_units(model: nn.Module, config: dict) -> int:
         for ffw in (block.ffw_layer_start, block.ffw_layer_end):
             if ffw.ffw_layer_1.out_features == live:
                 continue
-            ffw.ffw_layer_1 = _narrowed(ffw.ffw_layer_1, rows=live)
-            ffw.ffw_layer_2 = _narrowed(ffw.ffw_layer_2, cols=live)
+            ffw.ffw_layer_1 = _narrowed(ffw.ffw_layer_1, sources, rows=live)
+            ffw.ffw_layer_2 = _narrowed(ffw.ffw_layer_2, sources, cols=live)
     return live
 
 
-def _narrowed(linear: nn.Linear, rows: int | None = None, cols: int | None = None) -> nn.Linear:
+def _narrowed(
+    linear: nn.Linear, sources: dict[int, CheckpointTensor] | None, rows: int | None = None, cols: int | None = None
+) -> nn.Linear:
     weight = linear.weight.data[:rows] if rows else linear.weight.data[:, :cols]
-    narrow = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    narrow.weight = nn.Parameter(weight.clone(), requires_grad=False)
+    narrow = nn.Linear(weight.shape[1], weight.shape[0], bias=False, device="meta")
+    source = (sources or {}).pop(id(linear.weight), None)
+    if source is None:
+        narrow.weight = nn.Parameter(weight.clone(), requires_grad=False)
+    else:
+        narrow.weight = _placeholder(weight.shape)
+        sources[id(narrow.weight)] = source.narrowed(rows, cols)
     return narrow
 
 
@@ -102,12 +174,15 @@ def read_model_type(model_dir: Path) -> str:
     return model_type
 
 
+def model_class(model_dir: Path) -> type[Gemma3nForConditionalGeneration | Gemma3nForCausalLM]:
+    if read_model_type(model_dir) == TEXT_ONLY_TYPE:
+        return Gemma3nForCausalLM
+    return Gemma3nForConditionalGeneration
+
+
 def load_model(model_dir: Path) -> nn.Module:
     """A fresh fp32, eager-attention, eval-mode copy of the checkpoint, loaded from disk only."""
-    cls = Gemma3nForConditionalGeneration
-    if read_model_type(model_dir) == TEXT_ONLY_TYPE:
-        cls = Gemma3nForCausalLM
-    model = cls.from_pretrained(
+    model = model_class(model_dir).from_pretrained(
         Path(model_dir), dtype=torch.float32, attn_implementation="eager", local_files_only=True
     )
     return model.eval()

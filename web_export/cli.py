@@ -61,6 +61,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     config = load_config(model)
     dtypes = _dtypes(args.dtype)
     encoders = _modalities(args.modalities, config)
+    if args.block_size < 16 or args.block_size & (args.block_size - 1):
+        raise SliceError(f"--block-size {args.block_size}: choose a power of two of at least 16 (32 is usual)")
     _writable(out, args.overwrite)
     from slicer.cli import parse_size
     from web_export.bundle import write_bundle

@@ -29,6 +29,7 @@ _LOOKUP = re.compile(r"^(?P<table>.+)/q(?P<bits>[48])/(?P<kind>codes|scales)_(?P
 def _nbits(q: np.ndarray, scales: np.ndarray, zero: np.ndarray | None, n: int, k: int, block: int) -> np.ndarray:
     """MatMulNBits' B as float [N, K]: 4-bit codes, low nibble first, zero point 8 unless given."""
     codes = np.stack([q & 0x0F, q >> 4], axis=-1).reshape(n, -1)[:, : (k + block - 1) // block * block]
+    codes = codes.astype(np.float32)
     if zero is None:
         offsets = np.full((n, codes.shape[1] // block), 8, dtype=np.float32)
     else:

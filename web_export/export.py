@@ -1,7 +1,12 @@
-"""Export a Gemma 3n checkpoint to the fp32 ONNX sessions transformers.js loads.
+"""Trace a Gemma 3n checkpoint into the ONNX sessions transformers.js loads, without loading its weights.
 
-Writes `onnx/<session>.onnx` with weights in `onnx/<session>.onnx_data` (the fp32 file names the runtime
-asks for; the external-data count is declared in config.json by the bundle step, not here).
+Each session is traced on a skeleton of the model whose parameters are zero-memory placeholders
+(`checkpoint.load_skeleton`), so tracing costs the same for a 16 GB checkpoint as for a tiny one. The
+result is a `SessionGraph`: the graph with every weight a data-less initializer, and the checkpoint tensor
+each one is read from when a variant is written (`quantize.write_variant`, one block of rows at a time).
+While the graph is optimized the weights are graph inputs, so constant folding can neither see the
+placeholders' zeros nor materialise transposed copies of the weights.
+`export_onnx` writes the fp32 variant: `onnx/<session>.onnx` with chunked `onnx/<session>.onnx_data*`.
 Three properties matter beyond "it loads":
 * dynamo export only: the TorchScript exporter bakes the empty-cache and q_length == 1 branches into
   the graph and cannot export the audio tower (export-traps.md, trap 3);
@@ -23,17 +28,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
 
+import onnx
 import onnx_ir as ir
+import onnxscript
 import torch
+from onnxscript.rewriter import onnx_fusions
 from tqdm import tqdm
 from transformers.models.gemma3n import modeling_gemma3n
 
-from web_export.checkpoint import freeze_sparsity_cutoffs, load_parts
+from web_export.checkpoint import freeze_sparsity_cutoffs, load_skeleton
+from web_export.quantize import write_variant
 from web_export.sessions import BATCH, SessionSpec, session_specs
+from web_export.weights import CheckpointTensor, SessionGraph, stub
 
 OPSET = 20
 ONNX_SUBDIR = "onnx"
-EXTERNAL_DATA_SUFFIX = "_data"
 # Every dynamic output axis, by output-name prefix and axis index, gets one of these names.
 OUTPUT_AXIS_NAMES = {
     "logits": {0: BATCH, 1: "num_logits"},
@@ -46,40 +55,66 @@ OUTPUT_AXIS_NAMES = {
 
 
 def export_onnx(model_dir: Path, out_dir: Path, modalities: set[str] | None = None) -> dict:
-    """Export every session of the checkpoint at `model_dir` into `out_dir/onnx/`.
+    """Export the fp32 variant of every session of the checkpoint at `model_dir` into `out_dir/onnx/`.
 
     `modalities` picks encoders among {"audio", "vision"}; None means all a multimodal checkpoint has.
     Returns {"sessions": {name: {"path", "data_path", "inputs", "outputs", "seconds"}}, "seconds": total}.
     """
     start = time.perf_counter()
-    parts = load_parts(Path(model_dir))
-    freeze_sparsity_cutoffs(parts.text_model)
-    specs = session_specs(parts, modalities)  # rejects bad modalities before anything is written
     onnx_dir = Path(out_dir) / ONNX_SUBDIR
-    onnx_dir.mkdir(parents=True, exist_ok=True)
     sessions = {}
-    for spec in tqdm(specs, desc="exporting sessions", unit="session"):
-        sessions[spec.name] = export_session(spec, onnx_dir / f"{spec.name}.onnx")
+    for graph in trace_sessions(model_dir, modalities):
+        began = time.perf_counter()
+        onnx_dir.mkdir(parents=True, exist_ok=True)
+        saved = write_variant(graph, "fp32", onnx_dir / f"{graph.name}.onnx", max_tensor_bytes=None)
+        sessions[graph.name] = {
+            "path": saved.path,
+            "data_path": saved.data_files[0] if saved.data_files else None,
+            "inputs": describe(graph.model.graph.input),
+            "outputs": describe(graph.model.graph.output),
+            "seconds": time.perf_counter() - began,
+        }
     return {"sessions": sessions, "seconds": time.perf_counter() - start}
 
 
-def export_session(spec: SessionSpec, path: Path) -> dict:
-    """Trace one session with the dynamo exporter, clean it and save it with external data."""
-    start = time.perf_counter()
+def trace_sessions(model_dir: Path, modalities: set[str] | None = None) -> list[SessionGraph]:
+    """Trace every session the checkpoint has (or `modalities` asks for) on a weightless skeleton."""
+    parts = load_skeleton(Path(model_dir))
+    freeze_sparsity_cutoffs(parts.text_model)
+    specs = session_specs(parts, modalities)  # rejects bad modalities before anything is traced
+    return [trace_session(spec, parts.sources) for spec in tqdm(specs, desc="tracing sessions", unit="session")]
+
+
+def trace_session(spec: SessionSpec, sources: dict[int, CheckpointTensor]) -> SessionGraph:
+    """Trace one session, optimize it with its weights held out, and clean it (metadata, axis names)."""
     model = trace(spec)
+    weights = hold_out_weights(model, sources)
+    onnxscript.optimizer.optimize_ir(model)
+    onnx_fusions.fuse(model)
+    read = {v.name for v in weights.values() if v.uses()}
+    for value in weights.values():
+        model.graph.inputs.remove(value)
     strip_metadata(model)
     name_output_axes(model)
-    data_path = path.with_name(path.name + EXTERNAL_DATA_SUFFIX)
-    for stale in (path, data_path):
-        stale.unlink(missing_ok=True)
-    ir.save(model, path, external_data=data_path.name)
-    return {
-        "path": path,
-        "data_path": data_path,
-        "inputs": describe(model.graph.inputs),
-        "outputs": describe(model.graph.outputs),
-        "seconds": time.perf_counter() - start,
-    }
+    proto = ir.serde.serialize_model(model)
+    stubs = [stub(name, onnx.TensorProto.FLOAT, v.shape.numpy()) for name, v in weights.items() if name in read]
+    proto.graph.initializer.extend(stubs)
+    return SessionGraph(spec.name, proto, {s.name: weights[s.name].meta["source"] for s in stubs})
+
+
+def hold_out_weights(model: ir.Model, sources: dict[int, CheckpointTensor]) -> dict[str, ir.Value]:
+    """Turn the initializers backed by placeholders into graph inputs (remembering their sources)."""
+    held = {}
+    for name, value in list(model.graph.initializers.items()):
+        tensor = getattr(value.const_value, "raw", None)
+        if not isinstance(tensor, torch.Tensor) or id(tensor) not in sources:
+            continue
+        model.graph.initializers.pop(name)
+        value.const_value = None
+        value.meta["source"] = sources[id(tensor)]
+        model.graph.inputs.append(value)
+        held[name] = value
+    return held
 
 
 def trace(spec: SessionSpec) -> ir.Model:
@@ -95,7 +130,7 @@ def trace(spec: SessionSpec) -> ir.Model:
             output_names=list(spec.output_names),
             dynamic_shapes=spec.dynamic_shapes,
             opset_version=OPSET,
-            optimize=True,
+            optimize=False,  # trace_session optimizes, with the weights held out
             verbose=False,
         )
     return program.model
@@ -169,12 +204,12 @@ def name_output_axes(model: ir.Model) -> None:
         output.shape = ir.Shape(dims)
 
 
-def describe(values: Iterable[ir.Value]) -> dict[str, dict]:
+def describe(values: Iterable[onnx.ValueInfoProto]) -> dict[str, dict]:
     """{name: {"dtype": ..., "shape": [...]}} with symbolic axes as their names."""
     return {
         v.name: {
-            "dtype": v.dtype.name.lower(),
-            "shape": [d if isinstance(d, int) else str(d) for d in v.shape],
+            "dtype": onnx.TensorProto.DataType.Name(v.type.tensor_type.elem_type).lower(),
+            "shape": [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim],
         }
         for v in values
     }

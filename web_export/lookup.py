@@ -16,6 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from web_export.weights import Pending, Source, stub
+
 OFFSET = {4: 8, 8: 128}
 
 
@@ -75,9 +77,9 @@ class _Builder:
         return output
 
 
-def _lookup(b: _Builder, codes: np.ndarray, scales: np.ndarray, ids: str, bits: int, block: int,
+def _lookup(b: _Builder, codes: str, scales: str, blocks: int, ids: str, bits: int, block: int,
             batch_shape: str, output: str | None) -> str:
-    gathered = b.op("Gather", [b.const("codes", codes), ids])
+    gathered = b.op("Gather", [codes, ids])
     if bits == 4:
         low = b.op("BitwiseAnd", [gathered, b.const("mask", np.array(0x0F, np.uint8))])
         high = b.op("BitShift", [gathered, b.const("four", np.array(4, np.uint8))], direction="RIGHT")
@@ -85,47 +87,61 @@ def _lookup(b: _Builder, codes: np.ndarray, scales: np.ndarray, ids: str, bits: 
         gathered = b.op("Concat", [b.op("Unsqueeze", [low, last]), b.op("Unsqueeze", [high, last])], axis=-1)
     values = b.op("Sub", [b.op("Cast", [gathered], to=TensorProto.FLOAT),
                           b.const("offset", np.array(OFFSET[bits], np.float32))])
-    blocks, cols = scales.shape[1], scales.shape[1] * block
     split = b.op("Concat", [batch_shape, b.const("blocks", np.array([blocks, block], np.int64))], axis=0)
     scaled = b.op("Mul", [b.op("Reshape", [values, split]),
-                          b.op("Unsqueeze", [b.op("Gather", [b.const("scales", scales), ids]),
+                          b.op("Unsqueeze", [b.op("Gather", [scales, ids]),
                                              b.const("last", np.array([-1], np.int64))])])
-    flat = b.op("Concat", [batch_shape, b.const("cols", np.array([cols], np.int64))], axis=0)
+    flat = b.op("Concat", [batch_shape, b.const("cols", np.array([blocks * block], np.int64))], axis=0)
     return b.op("Reshape", [scaled, flat], output)
 
 
-def quantize_lookups(model: onnx.ModelProto, *, bits: int = 4, block_size: int = 32, min_rows: int = 64,
-                     max_tensor_bytes: int | None = 1 << 30) -> onnx.ModelProto:
-    """Rewrite every Gather over a 2-D float weight table of the main graph into a quantized lookup."""
-    graph = model.graph
-    tables = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 2}
-    rewritten: list[onnx.NodeProto] = []
-    used: set[str] = set()
-    for node in graph.node:
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        table = tables.get(node.input[0]) if node.op_type == "Gather" and axis == 0 else None
-        if table is None or table.dims[0] < min_rows or table.dims[1] % block_size:
-            rewritten.append(node)
-            continue
-        used.add(table.name)
-        weights = numpy_helper.to_array(table)
-        b = _Builder(graph, f"{table.name}/q{bits}")
-        batch_shape = b.op("Shape", [node.input[1]])
-        parts = []
-        ranges = _column_parts(weights.shape[1], block_size, bits, weights.shape[0], max_tensor_bytes)
-        for start, stop in ranges:
-            codes, scales = quantize_rows(weights[:, start:stop], bits, block_size)
-            target = node.output[0] if len(ranges) == 1 else None
-            parts.append(_lookup(b, codes, scales, node.input[1], bits, block_size, batch_shape, target))
-        if len(parts) > 1:
-            b.op("Concat", parts, node.output[0], axis=-1)
-        rewritten.extend(b.nodes)
-    still_read = {name for n in rewritten for name in n.input}
-    keep = [t for t in graph.initializer if t.name not in used or t.name in still_read]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    del graph.node[:]
-    graph.node.extend(rewritten)
+def _quantized_part(b: _Builder, pending: Pending, source: Source, start: int, stop: int, bits: int,
+                    block: int) -> tuple[str, str, int]:
+    """Register the codes and scales of columns [start, stop) of a table, computed row block by row block;
+    returns their names and the number of blocks per row."""
+    rows, blocks = source.shape[0], (stop - start) // block
+    codes = stub(b.name("codes"), TensorProto.UINT8, [rows, (stop - start) * bits // 8])
+    scales = stub(b.name("scales"), TensorProto.FLOAT, [rows, blocks])
+    pending.add(source, [codes, scales], lambda table: quantize_rows(table[:, start:stop], bits, block))
+    return codes.name, scales.name, blocks
+
+
+def lower_lookups(model: onnx.ModelProto, weights: dict[str, Source], pending: Pending, *, bits: int = 4,
+                  block_size: int = 32, min_rows: int = 64, max_tensor_bytes: int | None = 1 << 30) -> int:
+    """Rewrite every Gather over a 2-D weight table of the main graph into a quantized lookup.
+
+    `weights` maps the graph's weights (data-less initializers) to their sources; the codes and scales are
+    registered with `pending` and computed from blocks of table rows while they are written. A table still
+    read by other nodes keeps its float copy for them. Returns how many tables were rewritten.
+    """
     if max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 18:
         raise ValueError("quantized lookups need opset 18 (BitwiseAnd); export with opset >= 18")
-    return model
+    graph = model.graph
+    rewritten: list[onnx.NodeProto] = []
+    done: dict[str, tuple[_Builder, list[tuple[str, str, int]]]] = {}
+    for node in graph.node:
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        source = weights.get(node.input[0]) if node.op_type == "Gather" and axis == 0 else None
+        if source is None or len(source.shape) != 2 or source.shape[0] < min_rows or source.shape[1] % block_size:
+            rewritten.append(node)
+            continue
+        if node.input[0] not in done:
+            rows, cols = source.shape
+            b = _Builder(graph, f"{node.input[0]}/q{bits}")
+            done[node.input[0]] = b, [
+                _quantized_part(b, pending, source, start, stop, bits, block_size)
+                for start, stop in _column_parts(cols, block_size, bits, rows, max_tensor_bytes)
+            ]
+        b, parts = done[node.input[0]]
+        b.nodes = []
+        batch_shape = b.op("Shape", [node.input[1]])
+        outputs = []
+        for codes, scales, blocks in parts:
+            target = node.output[0] if len(parts) == 1 else None
+            outputs.append(_lookup(b, codes, scales, blocks, node.input[1], bits, block_size, batch_shape, target))
+        if len(outputs) > 1:
+            b.op("Concat", outputs, node.output[0], axis=-1)
+        rewritten.extend(b.nodes)
+    del graph.node[:]
+    graph.node.extend(rewritten)
+    return len(done)

@@ -13,16 +13,23 @@ So every variant goes through the same cleaning and chunked, deterministic save.
 from __future__ import annotations
 
 import logging
+import math
+import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 from onnx import TensorProto
+from tqdm import tqdm
 
-from web_export.lookup import quantize_lookups
+from slicer.errors import SliceError
+from web_export.lookup import lower_lookups
+from web_export.nbits import lower_matmuls
+from web_export.weights import ArrayTensor, Pending, SessionGraph, Source, Transposed, stub
 
 SUFFIXES = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "q4": "_q4", "q4f16": "_q4f16"}
 DTYPES = tuple(SUFFIXES)
@@ -61,7 +68,7 @@ def quantize(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_tensor_bytes: int | None = MAX_TENSOR_BYTES,
 ) -> Path:
-    """Write the `dtype` variant of `fp32_onnx` to `out` (a file path, or a folder that gets the standard name).
+    """Write the `dtype` variant of an fp32 ONNX file to `out` (a file path, or a folder that gets the standard name).
 
     Returns the .onnx path; its external data chunks lie beside it. `max_tensor_bytes=None` lifts the
     WebGPU single-buffer limit (for Node/CPU-only bundles); a tensor above `max_file_bytes` is always refused
@@ -70,49 +77,123 @@ def quantize(
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     if out.is_dir():
         out = out / variant_name(fp32_onnx.stem, dtype)
-    model = convert(onnx.load(fp32_onnx), dtype, block_size=block_size, symmetric=symmetric,
-                    max_tensor_bytes=max_tensor_bytes)
-    save_chunked(model, out, max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes)
+    write_variant(graph_from_onnx(fp32_onnx), dtype, out, block_size=block_size, symmetric=symmetric,
+                  max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes)
     return out
 
 
-def convert(model: onnx.ModelProto, dtype: str, *, block_size: int = 32, symmetric: bool = True,
-            max_tensor_bytes: int | None = MAX_TENSOR_BYTES) -> onnx.ModelProto:
-    """The in-memory `dtype` variant of an fp32 model (weights loaded)."""
-    if dtype == "fp32":
-        return model
-    if dtype == "fp16":
-        return to_fp16(model)
-    if dtype == "q8":
-        return to_q8(model, max_tensor_bytes=max_tensor_bytes)
-    if dtype == "q4":
-        return to_q4(model, block_size=block_size, symmetric=symmetric, max_tensor_bytes=max_tensor_bytes)
-    if dtype == "q4f16":
-        return to_fp16(to_q4(model, block_size=block_size, symmetric=symmetric, max_tensor_bytes=max_tensor_bytes))
-    raise ValueError(f"unknown dtype {dtype!r}; known: {list(SUFFIXES)}")
+def graph_from_onnx(path: Path) -> SessionGraph:
+    """An fp32 ONNX file as a SessionGraph: its 2-D float initializers become weights, read from memory."""
+    model = onnx.load(path)
+    weights: dict[str, Source] = {}
+    for tensor in model.graph.initializer:
+        if tensor.data_type == TensorProto.FLOAT and len(tensor.dims) == 2:
+            weights[tensor.name] = ArrayTensor(onnx.numpy_helper.to_array(tensor))
+            tensor.CopyFrom(stub(tensor.name, TensorProto.FLOAT, tensor.dims))
+    return SessionGraph(Path(path).stem, model, weights)
 
 
-def to_q4(model: onnx.ModelProto, *, block_size: int = 32, symmetric: bool = True,
-          max_tensor_bytes: int | None = MAX_TENSOR_BYTES) -> onnx.ModelProto:
-    """MatMul -> MatMulNBits (4-bit blocks along K), and embedding tables -> 4-bit quantized lookups.
+def write_variant(
+    graph: SessionGraph,
+    dtype: str,
+    path: Path,
+    *,
+    block_size: int = 32,
+    symmetric: bool = True,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    max_tensor_bytes: int | None = MAX_TENSOR_BYTES,
+) -> SavedModel:
+    """Write the `dtype` variant of a traced session to `path`, reading its weights as it writes them.
 
-    The lookups are built from standard ops (web_export/lookup.py) rather than GatherBlockQuantized,
-    which onnxruntime-web's WASM backend cannot run; they are always symmetric.
+    q4 (MatMulNBits blocks, 4-bit lookups) and fp32 stream: each weight is read a block of rows at a time and
+    its derived bytes go straight to the data chunks, so memory stays flat whatever the model size. fp16,
+    q4f16 and q8 hand the whole graph (after the 4- or 8-bit lookups, which stream) to onnxruntime's
+    converters, so they hold what those keep: the fp32 matmul weights for fp16 and q8.
     """
-    with root_logger_kept():
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    if dtype not in SUFFIXES:
+        raise ValueError(f"unknown dtype {dtype!r}; known: {list(SUFFIXES)}")
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.model)
+    pending = Pending(model.graph)
+    if dtype in ("q4", "q4f16"):
+        lower_matmuls(model, graph.weights, pending, block=block_size, symmetric=symmetric)
+    if dtype in ("q4", "q4f16", "q8"):
+        lower_lookups(model, graph.weights, pending, bits=8 if dtype == "q8" else 4,
+                      block_size=32 if dtype == "q8" else block_size, max_tensor_bytes=max_tensor_bytes)
+    fold_weights(model, graph.weights, pending)
+    if dtype != "q8":  # fail before minutes of conversion; q8 shrinks matmul weights only once converted
+        check_tensor_limit(model, max_tensor_bytes, max_file_bytes, float_bytes=2 if dtype.endswith("16") else 4)
+    if dtype in ("fp16", "q4f16", "q8"):
+        materialize(model, pending)
+        model = to_q8(model) if dtype == "q8" else to_fp16(model)
+        pending = Pending(model.graph)
+    return save_chunked(model, path, pending=pending, max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes)
 
-    quantizer = MatMulNBitsQuantizer(
-        model,
-        bits=4,
-        block_size=block_size,
-        is_symmetric=symmetric,
-        op_types_to_quantize=("MatMul",),
-        quant_axes=(("MatMul", 0),),
-    )
-    with quiet_logging():
-        quantizer.process()
-    return quantize_lookups(quantizer.model.model, bits=4, block_size=block_size, max_tensor_bytes=max_tensor_bytes)
+
+def fold_weights(model: onnx.ModelProto, weights: dict[str, Source], pending: Pending) -> None:
+    """Give every weight the graph still reads as float its fp32 values, and drop what nothing reads.
+
+    A 2-D weight read only through Transpose (a traced Linear left unquantized) is stored transposed, as
+    the exporter's own constant folding would, so MatMul reads an initializer.
+    """
+    graph = model.graph
+    folded = []
+    for node in graph.node:
+        source = weights.get(node.input[0]) if node.op_type == "Transpose" else None
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [1, 0])
+        if source is None or len(source.shape) != 2 or perm != [1, 0]:
+            folded.append(node)
+            continue
+        pending.plain(node.output[0], Transposed(source))
+    del graph.node[:]
+    graph.node.extend(folded)
+    prune(model, pending)
+    keep = [t for t in graph.initializer if t.name not in weights]  # the weights' own stubs
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    read = read_names(model)
+    for name, source in weights.items():
+        if name in read:
+            pending.plain(name, source)
+
+
+def read_names(model: onnx.ModelProto) -> set[str]:
+    """Every value name a node of any graph reads, plus the graph outputs."""
+    names = {o.name for o in model.graph.output}
+    for graph in all_graphs(model):
+        for node in graph.node:
+            names.update(node.input)
+    return names
+
+
+def prune(model: onnx.ModelProto, pending: Pending) -> None:
+    """Drop nodes whose outputs nothing reads, then initializers nothing reads, until nothing changes."""
+    graph = model.graph
+    while True:
+        read = read_names(model)
+        nodes = [n for n in graph.node if any(o in read for o in n.output)]
+        if len(nodes) == len(graph.node):
+            break
+        del graph.node[:]
+        graph.node.extend(nodes)
+    read = read_names(model)
+    keep = [t for t in graph.initializer if t.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    pending.keep_only(read)
+
+
+def materialize(model: onnx.ModelProto, pending: Pending) -> None:
+    """Compute every pending initializer into the graph (for converters that need all weights in memory)."""
+    tensors = {t.name: t for t in model.graph.initializer}
+    for derived in pending.derived:
+        pieces = list(zip(*derived.arrays(), strict=True))
+        for name, arrays in zip(derived.outputs, pieces, strict=True):
+            tensor = tensors[name]
+            data = np.concatenate([a.reshape(-1) for a in arrays]).astype(onnx.helper.tensor_dtype_to_np_dtype(
+                tensor.data_type), copy=False)
+            tensor.raw_data = data.tobytes()
+    pending.derived.clear()
 
 
 @contextmanager
@@ -140,8 +221,8 @@ def quiet_logging() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
-def to_q8(model: onnx.ModelProto, *, max_tensor_bytes: int | None = MAX_TENSOR_BYTES) -> onnx.ModelProto:
-    """Dynamic int8 quantization of MatMul weights (activations quantized at run time), 8-bit lookups.
+def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Dynamic int8 quantization of MatMul weights (activations quantized at run time).
 
     Conv stays fp32: ConvInteger has no WebGPU kernel and the encoders' convolutions are small next to
     their matmuls.
@@ -161,7 +242,7 @@ def to_q8(model: onnx.ModelProto, *, max_tensor_bytes: int | None = MAX_TENSOR_B
                 use_external_data_format=True,
                 extra_options={"EnableSubgraph": True},
             )
-        return quantize_lookups(onnx.load(dst), bits=8, block_size=32, max_tensor_bytes=max_tensor_bytes)
+        return onnx.load(dst)
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -207,30 +288,36 @@ def all_graphs(model: onnx.ModelProto) -> list[onnx.GraphProto]:
 
 
 def tensor_bytes(tensor: TensorProto) -> int:
-    """Size of a tensor's payload (raw or typed fields), loaded in memory."""
-    if tensor.HasField("raw_data"):
-        return len(tensor.raw_data)
-    return len(onnx.numpy_helper.to_array(tensor).tobytes())
+    """Size of a tensor's payload from its type and shape: the same whether it is inline, external or pending."""
+    return math.prod(tensor.dims) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
-def largest_tensor(model: onnx.ModelProto) -> tuple[str, int]:
-    """(name, bytes) of the largest initializer: it decides which GPUs can hold the session."""
-    sizes = [(t.name, tensor_bytes(t)) for g in all_graphs(model) for t in g.initializer]
+def largest_tensor(model: onnx.ModelProto, float_bytes: int = 4) -> tuple[str, int]:
+    """(name, bytes) of the largest initializer: it decides which GPUs can hold the session. `float_bytes=2`
+    sizes float32 tensors as the fp16 conversion will store them."""
+    sizes = [
+        (t.name, tensor_bytes(t) * float_bytes // 4 if t.data_type == TensorProto.FLOAT else tensor_bytes(t))
+        for g in all_graphs(model)
+        for t in g.initializer
+    ]
     return max(sizes, key=lambda item: (item[1], item[0]), default=("", 0))
 
 
 def check_tensor_limit(
-    model: onnx.ModelProto, limit: int | None = MAX_TENSOR_BYTES, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    model: onnx.ModelProto,
+    limit: int | None = MAX_TENSOR_BYTES,
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
+    float_bytes: int = 4,
 ) -> None:
     """Fail on any weight above `limit` (one WebGPU buffer) or above `max_file_bytes` (one data chunk)."""
-    name, size = largest_tensor(model)
+    name, size = largest_tensor(model, float_bytes)
     if limit is not None and size > limit:
-        raise ValueError(
+        raise SliceError(
             f"initializer {name!r} is {size:,} bytes, over the {limit:,}-byte single-tensor limit "
-            "(one WebGPU buffer); quantize it further or split the table"
+            "(one WebGPU buffer); quantize it further (--dtype q4) or split the table"
         )
     if size > max_file_bytes:
-        raise ValueError(
+        raise SliceError(
             f"initializer {name!r} is {size:,} bytes, over the {max_file_bytes:,}-byte external data chunk size; "
             "a tensor cannot span two chunks"
         )
@@ -240,61 +327,105 @@ def save_chunked(
     model: onnx.ModelProto,
     path: Path,
     *,
+    pending: Pending | None = None,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_tensor_bytes: int | None = MAX_TENSOR_BYTES,
 ) -> SavedModel:
     """Save with weights in `<name>_data`, `<name>_data_1`, ... chunks of at most `max_file_bytes` each.
 
     Tensors are placed in graph order at ALIGNMENT-aligned offsets, so the bytes depend only on the model.
+    Pending tensors (`pending`) are computed a block of source rows at a time and written as they come.
     """
     path = Path(path)
+    pending = pending or Pending(model.graph)
     strip_metadata(model)
     check_tensor_limit(model, max_tensor_bytes, max_file_bytes)
     for stale in path.parent.glob(path.name + "_data*"):
         stale.unlink()
-    chunks = assign_chunks(model, path.name, max_file_bytes)
-    write_chunks(chunks, path.parent)
-    largest = largest_tensor_after_offload(chunks, model)
+    largest = largest_tensor(model)
+    inline_small(model, pending)
+    layout = assign_chunks(model, path.name, max_file_bytes, {n for d in pending.derived for n in d.outputs})
+    write_chunks(model, layout, pending, path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(model.SerializeToString(deterministic=True))
-    return SavedModel(path, tuple(path.parent / name for name in chunks), largest)
+    data_files = sorted({location for location, _, _ in layout.values()}, key=lambda n: (len(n), n))
+    return SavedModel(path, tuple(path.parent / name for name in data_files), largest)
 
 
-def assign_chunks(model: onnx.ModelProto, name: str, max_file_bytes: int) -> dict[str, list[tuple[TensorProto, bytes]]]:
-    """Move each large initializer's bytes out of the proto and point it at its chunk file and offset."""
-    chunks: dict[str, list[tuple[TensorProto, bytes]]] = {}
+def inline_small(model: onnx.ModelProto, pending: Pending) -> None:
+    """Compute pending tensors that are all under EXTERNAL_MIN_BYTES now: they stay inside the .onnx file."""
+    sizes = {t.name: tensor_bytes(t) for t in model.graph.initializer}
+    small = [d for d in pending.derived if all(sizes[name] < EXTERNAL_MIN_BYTES for name in d.outputs)]
+    materialize(model, Pending(model.graph, small))
+    pending.keep_only({n for d in pending.derived if d not in small for n in d.outputs})
+
+
+def assign_chunks(
+    model: onnx.ModelProto, name: str, max_file_bytes: int, pending: set[str]
+) -> dict[str, tuple[str, int, int]]:
+    """Place each large or pending initializer in a chunk file: {tensor: (chunk, offset, length)}."""
+    layout: dict[str, tuple[str, int, int]] = {}
     index, used = 0, 0
     for graph in all_graphs(model):
         for tensor in graph.initializer:
-            data = payload(tensor)
-            if data is None:
+            if tensor.data_location == TensorProto.EXTERNAL:
+                raise ValueError(f"tensor {tensor.name!r} still refers to external data; load the model with weights")
+            length = tensor_bytes(tensor)
+            if length < EXTERNAL_MIN_BYTES and tensor.name not in pending:
                 continue
             start = -(-used // ALIGNMENT) * ALIGNMENT
-            if used and start + len(data) > max_file_bytes:
+            if used and start + length > max_file_bytes:
                 index, start = index + 1, 0
-            location = chunk_name(name, index)
-            set_external(tensor, location, start, len(data))
-            chunks.setdefault(location, []).append((tensor, data))
-            used = start + len(data)
+            layout[tensor.name] = (chunk_name(name, index), start, length)
+            used = start + length
+    chunks = {location for location, _, _ in layout.values()}
     if len(chunks) > MAX_CHUNKS:
         raise ValueError(f"{name}: {len(chunks)} external data chunks, transformers.js loads at most {MAX_CHUNKS}")
-    return chunks
+    return layout
 
 
-def payload(tensor: TensorProto) -> bytes | None:
-    """The raw little-endian bytes of a tensor worth storing externally, or None to keep it inline."""
-    if tensor.data_location == TensorProto.EXTERNAL:
-        raise ValueError(f"tensor {tensor.name!r} still refers to external data; load the model with its weights")
-    if tensor_bytes(tensor) < EXTERNAL_MIN_BYTES:
-        return None
-    if not tensor.HasField("raw_data"):
-        array = onnx.numpy_helper.to_array(tensor)
-        tensor.CopyFrom(onnx.numpy_helper.from_array(array, tensor.name))
-    return tensor.raw_data
+def write_chunks(
+    model: onnx.ModelProto, layout: dict[str, tuple[str, int, int]], pending: Pending, folder: Path
+) -> None:
+    """Write every laid-out tensor: inline bytes moved out of the proto, pending ones computed block by block."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ends: dict[str, int] = {}
+    for location, offset, length in layout.values():
+        ends[location] = max(ends.get(location, 0), offset + length)
+    handles = {location: open(folder / location, "wb") for location in sorted(ends)}  # noqa: SIM115
+    try:
+        for location, handle in handles.items():
+            handle.truncate(ends[location])
+        tensors = {t.name: t for g in all_graphs(model) for t in g.initializer}
+        computed = {name for d in pending.derived for name in d.outputs}
+        for name, (location, offset, length) in layout.items():
+            tensor = tensors[name]
+            if name not in computed:
+                data = tensor.raw_data if tensor.HasField("raw_data") else onnx.numpy_helper.to_array(tensor).tobytes()
+                os.pwrite(handles[location].fileno(), data, offset)
+            set_external(tensor, location, offset, length)
+        total = sum(layout[name][2] for d in pending.derived for name in d.outputs)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {folder.name}", leave=False) as bar:
+            for derived in pending.derived:
+                written = dict.fromkeys(derived.outputs, 0)
+                for arrays in derived.arrays():
+                    for name, array in zip(derived.outputs, arrays, strict=True):
+                        location, offset, _ = layout[name]
+                        data = np.ascontiguousarray(array).tobytes()
+                        os.pwrite(handles[location].fileno(), data, offset + written[name])
+                        written[name] += len(data)
+                        bar.update(len(data))
+                for name, count in written.items():
+                    if count != layout[name][2]:
+                        raise AssertionError(f"{name}: wrote {count} bytes, its shape holds {layout[name][2]}")
+    finally:
+        for handle in handles.values():
+            handle.close()
 
 
 def set_external(tensor: TensorProto, location: str, offset: int, length: int) -> None:
-    tensor.ClearField("raw_data")
+    for field in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+        tensor.ClearField(field)
     del tensor.external_data[:]
     tensor.data_location = TensorProto.EXTERNAL
     for key, value in (("location", location), ("offset", str(offset)), ("length", str(length))):
@@ -305,25 +436,6 @@ def set_external(tensor: TensorProto, location: str, offset: int, length: int) -
 def chunk_name(onnx_name: str, index: int) -> str:
     """`model.onnx_data`, `model.onnx_data_1`, ...: transformers.js getExternalDataChunkNames."""
     return f"{onnx_name}_data" + ("" if index == 0 else f"_{index}")
-
-
-def write_chunks(chunks: dict[str, list[tuple[TensorProto, bytes]]], folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for location, tensors in chunks.items():
-        with open(folder / location, "wb") as handle:
-            for tensor, data in tensors:
-                offset = int(next(e.value for e in tensor.external_data if e.key == "offset"))
-                handle.write(b"\0" * (offset - handle.tell()))
-                handle.write(data)
-
-
-def largest_tensor_after_offload(
-    chunks: dict[str, list[tuple[TensorProto, bytes]]], model: onnx.ModelProto
-) -> tuple[str, int]:
-    """Largest initializer, counting offloaded ones by their external length."""
-    sizes = [(t.name, len(data)) for tensors in chunks.values() for t, data in tensors]
-    sizes += [(t.name, len(t.raw_data)) for g in all_graphs(model) for t in g.initializer if t.HasField("raw_data")]
-    return max(sizes, key=lambda item: (item[1], item[0]), default=("", 0))
 
 
 def external_chunk_count(path: Path) -> int:
@@ -341,16 +453,3 @@ def external_chunk_count(path: Path) -> int:
     if locations != expected:
         raise ValueError(f"{path}: external data files {sorted(locations)} are not the chunk names {sorted(expected)}")
     return len(locations)
-
-
-def largest_tensor_in_file(path: Path) -> tuple[str, int]:
-    """(name, bytes) of the largest initializer of a saved model, read without loading its external data."""
-    model = onnx.load(path, load_external_data=False)
-    sizes = []
-    for graph in all_graphs(model):
-        for tensor in graph.initializer:
-            if tensor.data_location == TensorProto.EXTERNAL:
-                sizes.append((tensor.name, int(next(e.value for e in tensor.external_data if e.key == "length"))))
-            else:
-                sizes.append((tensor.name, tensor_bytes(tensor)))
-    return max(sizes, key=lambda item: (item[1], item[0]), default=("", 0))

@@ -33,6 +33,7 @@ def test_export_then_verify(tiny_text, tmp_path):
 @pytest.mark.parametrize("args,fragment", [
     (("--dtype", "q3"), "unknown dtype 'q3'"),
     (("--modalities", "text,audio"), "no audio tower"),
+    (("--block-size", "24"), "power of two"),
 ])
 def test_bad_export_arguments(tiny_text, tmp_path, args, fragment):
     done = run("export", tiny_text, tmp_path / "b", *args)
