@@ -1,13 +1,14 @@
-"""Turn one fp32 ONNX session into the dtype variants transformers.js can pick, saved the way it loads them.
+"""Write the dtype variants of one traced session that transformers.js can pick, saved the way it loads them.
 
-Why a module of its own: the quantizers in onnxruntime each save models their own way (one external data file
-of any size, metadata, tensors in arbitrary places), while the browser needs
+A variant is the session's graph rewritten for its dtype (MatMulNBits, quantized lookups, fp16) with every
+weight computed from its source (`web_export/weights.py`) while it is written, so q4 and fp32 never hold
+more than a block of rows of any weight. Saving is ours rather than onnx's or the quantizers', because the
+browser needs
 * file names the runtime derives from the dtype (`utils/dtypes.js` DEFAULT_DTYPE_SUFFIX_MAPPING);
 * external data split into `<file>.onnx_data`, `<file>.onnx_data_1`, ... (`utils/model-loader.js`
   getExternalDataChunkNames), each chunk small enough for one ArrayBuffer (just under 2 GiB in Chrome);
 * no single weight above what one WebGPU buffer can hold (1 GiB on common adapters);
 * byte-identical output for the same input, so bundles can be compared by sha256.
-So every variant goes through the same cleaning and chunked, deterministic save.
 """
 
 from __future__ import annotations
