@@ -66,7 +66,7 @@ def lower_matmuls(
     done: dict[str, tuple[str, ...]] = {}
     lowered = []
     for node in graph.node:
-        weight_name, source = _weight_of(node, producers, weights)
+        weight_name, source = matmul_weight(node, producers, weights)
         if source is None:
             lowered.append(node)
             continue
@@ -84,8 +84,10 @@ def lower_matmuls(
     return len(done)
 
 
-def _weight_of(node: onnx.NodeProto, producers: dict, weights: dict[str, Source]) -> tuple[str, Source | None]:
-    """(name, source as [N, K]) of the weight a MatMul multiplies by, or (_, None) for any other node."""
+def matmul_weight(node: onnx.NodeProto, producers: dict, weights: dict[str, Source]) -> tuple[str, Source | None]:
+    """(name, source as [N, K]) of the weight a MatMul multiplies by, or (_, None) for any other node.
+
+    B is either Transpose(W) of a weight W [N, K] (a traced Linear) or a weight [K, N] itself (an fp32 file)."""
     if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
         return "", None
     b = node.input[1]

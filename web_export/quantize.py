@@ -13,12 +13,8 @@ browser needs
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +24,7 @@ from onnx import TensorProto
 from tqdm import tqdm
 
 from slicer.errors import SliceError
+from web_export.int8 import lower_matmuls_q8
 from web_export.lookup import lower_lookups
 from web_export.nbits import lower_matmuls
 from web_export.weights import ArrayTensor, Pending, SessionGraph, Source, Transposed, stub
@@ -118,15 +115,16 @@ def write_variant(
     pending = Pending(model.graph)
     if dtype in ("q4", "q4f16"):
         lower_matmuls(model, graph.weights, pending, block=block_size, symmetric=symmetric)
-    if dtype in ("q4", "q4f16", "q8"):
-        lower_lookups(model, graph.weights, pending, bits=8 if dtype == "q8" else 4,
-                      block_size=32 if dtype == "q8" else block_size, max_tensor_bytes=max_tensor_bytes)
+        lower_lookups(model, graph.weights, pending, bits=4, block_size=block_size, max_tensor_bytes=max_tensor_bytes)
+    if dtype == "q8":
+        lower_matmuls_q8(model, graph.weights, pending)
+        lower_lookups(model, graph.weights, pending, bits=8, block_size=32, max_tensor_bytes=max_tensor_bytes)
     fold_weights(model, graph.weights, pending)
-    if dtype != "q8":  # fail before minutes of conversion; q8 shrinks matmul weights only once converted
-        check_tensor_limit(model, max_tensor_bytes, max_file_bytes, float_bytes=2 if dtype.endswith("16") else 4)
-    if dtype in ("fp16", "q4f16", "q8"):
+    # fail before minutes of conversion: fp16 halves the float weights it will hold
+    check_tensor_limit(model, max_tensor_bytes, max_file_bytes, float_bytes=2 if dtype.endswith("16") else 4)
+    if dtype in ("fp16", "q4f16"):
         materialize(model, pending)
-        model = to_q8(model) if dtype == "q8" else to_fp16(model)
+        model = to_fp16(model)
         pending = Pending(model.graph)
     return save_chunked(model, path, pending=pending, max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes)
 
@@ -195,55 +193,6 @@ def materialize(model: onnx.ModelProto, pending: Pending) -> None:
                 tensor.data_type), copy=False)
             tensor.raw_data = data.tobytes()
     pending.derived.clear()
-
-
-@contextmanager
-def root_logger_kept() -> Iterator[None]:
-    """Undo what importing onnxruntime.quantization does: its matmul_nbits_quantizer module calls
-    logging.basicConfig(INFO), which would make every later library log (onnx_ir's passes: a line per
-    initializer) print to the user's terminal."""
-    root = logging.getLogger()
-    level, handlers = root.level, list(root.handlers)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-        root.handlers[:] = handlers
-
-
-@contextmanager
-def quiet_logging() -> Iterator[None]:
-    """Silence INFO records while a quantizer runs: they log one line per node, and matmul_nbits_quantizer
-    calls logging.basicConfig(level=INFO) at import, which turns the root logger on for everyone."""
-    logging.disable(logging.WARNING)  # also onnxruntime's advice to pre-process, printed once per session
-    try:
-        yield
-    finally:
-        logging.disable(logging.NOTSET)
-
-
-def to_q8(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Dynamic int8 quantization of MatMul weights (activations quantized at run time).
-
-    Conv stays fp32: ConvInteger has no WebGPU kernel and the encoders' convolutions are small next to
-    their matmuls.
-    """
-    with root_logger_kept():
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        onnx.save(model, src, save_as_external_data=True, location="in.onnx_data")
-        with quiet_logging():
-            quantize_dynamic(
-                src,
-                dst,
-                op_types_to_quantize=["MatMul"],
-                weight_type=QuantType.QUInt8,
-                use_external_data_format=True,
-                extra_options={"EnableSubgraph": True},
-            )
-        return onnx.load(dst)
 
 
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -406,7 +355,8 @@ def write_chunks(
                 os.pwrite(handles[location].fileno(), data, offset)
             set_external(tensor, location, offset, length)
         total = sum(layout[name][2] for d in pending.derived for name in d.outputs)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {folder.name}", leave=False) as bar:
+        label = min(layout.values())[0].split(".onnx")[0] if layout else folder.name
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"writing {label}", leave=False) as bar:
             for derived in pending.derived:
                 written = dict.fromkeys(derived.outputs, 0)
                 for arrays in derived.arrays():

@@ -29,12 +29,14 @@ BLOCK_BYTES = 64 << 20  # fp32 bytes of one block of rows
 
 
 class Source(Protocol):
-    """A 2-D (or smaller) float tensor whose rows can be read in blocks, as float32."""
+    """A 2-D (or smaller) float tensor whose rows, or columns, can be read in blocks, as float32."""
 
     @property
     def shape(self) -> tuple[int, ...]: ...
 
     def rows(self, start: int, stop: int) -> np.ndarray: ...
+
+    def cols(self, start: int, stop: int) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,13 @@ class CheckpointTensor:
         if self.keep_cols is not None:
             shape[1] = self.keep_cols
         return tuple(shape)
+
+    def cols(self, start: int, stop: int) -> np.ndarray:
+        """Columns [start, stop) of every kept row (a strided read: one short run per row)."""
+        stop = min(stop, self.shape[1])
+        with safe_open(self.file, framework="pt") as handle:
+            block = handle.get_slice(self.key)[: self.shape[0], start:stop]
+        return block.to(torch.float32).numpy()
 
     def rows(self, start: int, stop: int) -> np.ndarray:
         with safe_open(self.file, framework="pt") as handle:
@@ -89,11 +98,13 @@ class ArrayTensor:
     def rows(self, start: int, stop: int) -> np.ndarray:
         return np.ascontiguousarray(self.array[start:stop] if self.array.ndim else self.array, dtype=np.float32)
 
+    def cols(self, start: int, stop: int) -> np.ndarray:
+        return np.ascontiguousarray(self.array[:, start:stop], dtype=np.float32)
+
 
 @dataclass(frozen=True)
 class Transposed:
-    """The transpose of a 2-D source. Its rows are the source's columns, so it is read whole, once per block;
-    only fp32 variants and matmuls written against an untransposed weight need it."""
+    """The transpose of a 2-D source: its rows are the source's columns, read as column blocks."""
 
     source: Source
 
@@ -103,14 +114,17 @@ class Transposed:
         return cols, rows
 
     def rows(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(self.source.rows(0, self.source.shape[0])[:, start:stop].T)
+        return np.ascontiguousarray(self.source.cols(start, stop).T)
+
+    def cols(self, start: int, stop: int) -> np.ndarray:
+        return np.ascontiguousarray(self.source.rows(start, stop).T)
 
 
 def row_blocks(source: Source, block_bytes: int | None = None) -> Iterator[np.ndarray]:
     """Consecutive float32 row blocks of `source` of about `block_bytes` (BLOCK_BYTES) each."""
     block_bytes = block_bytes or BLOCK_BYTES
     shape = source.shape
-    if len(shape) < 2 or isinstance(source, Transposed):
+    if len(shape) < 2:
         yield source.rows(0, shape[0] if shape else 1)
         return
     step = max(1, block_bytes // (4 * math.prod(shape[1:])))

@@ -298,6 +298,30 @@ def test_q4_matmul_matches_its_dequantized_weights(tmp_path: Path, symmetric: bo
     assert np.abs(got - x @ weight).max() > 1e-3  # the weights were really rounded
 
 
+def test_q8_matmul_equals_onnxruntime_quantize_dynamic(tmp_path: Path) -> None:
+    """Our streamed q8 MatMul (per-tensor QUInt8 weights, activations quantized at run time) is the graph
+    onnxruntime's quantize_dynamic builds: same outputs to the last bit, and really rounded."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    rng = np.random.default_rng(0)
+    weight = rng.standard_normal((64, 48)).astype(np.float32)
+    x = rng.standard_normal((3, 5, 64)).astype(np.float32)
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("MatMul", ["x", "w"], ["y"])], "one_matmul",
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [3, 5, 64])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [3, 5, 48])],
+        [onnx.numpy_helper.from_array(weight, "w")],
+    )
+    source = tmp_path / "one.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 20)]), source)
+    quantize_dynamic(source, tmp_path / "ort.onnx", op_types_to_quantize=["MatMul"], weight_type=QuantType.QUInt8)
+    ours = quantize(source, "q8", tmp_path / "one_quantized.onnx")
+    assert "MatMulInteger" in op_types(ours)
+    got, want = run(ours, {"x": x})[0], run(tmp_path / "ort.onnx", {"x": x})[0]
+    np.testing.assert_array_equal(got, want)
+    assert np.abs(got - x @ weight).max() > 1e-3
+
+
 @pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("split", [False, True])
 def test_lookup_equals_its_dequantized_table(tmp_path: Path, bits: int, split: bool) -> None:
