@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from web_export.nbits import matmul_weight
+from web_export.nbits import rewrite_weight_matmuls
 from web_export.weights import Pending, Source, Transposed, row_blocks, stub
 
 
@@ -28,33 +28,31 @@ def weight_range(source: Source) -> tuple[float, float]:
 
 def lower_matmuls_q8(model: onnx.ModelProto, weights: dict[str, Source], pending: Pending) -> int:
     """Turn every MatMul by a 2-D weight into the dynamic-quantization pattern; returns how many weights."""
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
     done: dict[str, tuple[str, str, str]] = {}
-    lowered = []
-    for node in graph.node:
-        name, source = matmul_weight(node, producers, weights)
-        if source is None:
-            lowered.append(node)
-            continue
+
+    def lower(node: onnx.NodeProto, name: str, source: Source) -> list[onnx.NodeProto]:
         if name not in done:
-            scale, zero = weight_range(source)
-            b = Transposed(source)  # [K, N]
-            codes = stub(f"{name}_quantized", TensorProto.UINT8, b.shape)
-            pending.add(b, [codes], lambda rows, s=scale, z=zero: (np.clip(np.rint(rows / s) + z, 0, 255)
-                                                                  .astype(np.uint8),))
-            graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{name}_scale"),
-                                      numpy_helper.from_array(np.array(zero, np.uint8), f"{name}_zero_point")])
-            done[name] = (codes.name, f"{name}_scale", f"{name}_zero_point")
+            done[name] = _quantized_weight(model.graph, pending, name, source)
         codes, scale, zero = done[name]
         a, out = node.input[0], node.output[0]
-        lowered += [
+        return [
             helper.make_node("DynamicQuantizeLinear", [a], [f"{out}/a_q", f"{out}/a_scale", f"{out}/a_zero"]),
             helper.make_node("Mul", [f"{out}/a_scale", scale], [f"{out}/scale"]),
             helper.make_node("MatMulInteger", [f"{out}/a_q", codes, f"{out}/a_zero", zero], [f"{out}/int"]),
             helper.make_node("Cast", [f"{out}/int"], [f"{out}/float"], to=TensorProto.FLOAT),
             helper.make_node("Mul", [f"{out}/float", f"{out}/scale"], [out], name=node.name),
         ]
-    del graph.node[:]
-    graph.node.extend(lowered)
+
+    rewrite_weight_matmuls(model, weights, lower)
     return len(done)
+
+
+def _quantized_weight(graph: onnx.GraphProto, pending: Pending, name: str, source: Source) -> tuple[str, str, str]:
+    """Register B = W.T as uint8 codes (computed while written) and add its scale and zero point."""
+    scale, zero = weight_range(source)
+    b = Transposed(source)  # [K, N]
+    codes = stub(f"{name}_quantized", TensorProto.UINT8, b.shape)
+    pending.add(b, [codes], lambda rows: (np.clip(np.rint(rows / scale) + zero, 0, 255).astype(np.uint8),))
+    graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), f"{name}_scale"),
+                              numpy_helper.from_array(np.array(zero, np.uint8), f"{name}_zero_point")])
+    return codes.name, f"{name}_scale", f"{name}_zero_point"

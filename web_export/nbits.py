@@ -11,6 +11,7 @@ MatMul(x, Transpose(W)); the pair becomes one MatMulNBits node.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import onnx
@@ -56,32 +57,39 @@ def lower_matmuls(
     """Turn every MatMul by a 2-D checkpoint weight into MatMulNBits; returns how many weights were quantized.
 
     `weights` maps the graph's weights (data-less initializers) to their sources; the quantized tensors are
-    registered with `pending`, to be computed while they are written. B is either
-    Transpose(W) of a weight W [N, K] (a traced Linear) or a weight [K, N] itself (an fp32 ONNX file).
+    registered with `pending`, to be computed while they are written.
     """
     if block < 16 or block & (block - 1):
         raise ValueError(f"block size must be a power of two >= 16, got {block}")
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
     done: dict[str, tuple[str, ...]] = {}
-    lowered = []
-    for node in graph.node:
-        weight_name, source = matmul_weight(node, producers, weights)
-        if source is None:
-            lowered.append(node)
-            continue
-        if weight_name not in done:
-            done[weight_name] = _quantized_inputs(weight_name, source, pending, block, symmetric)
+
+    def lower(node: onnx.NodeProto, name: str, source: Source) -> list[onnx.NodeProto]:
+        if name not in done:
+            done[name] = _quantized_inputs(name, source, pending, block, symmetric)
         n, k = source.shape
-        lowered.append(helper.make_node(
-            "MatMulNBits", [node.input[0], *done[weight_name]], list(node.output), name=node.name,
-            domain=MS_DOMAIN, K=k, N=n, bits=4, block_size=block,
-        ))
-    del graph.node[:]
-    graph.node.extend(lowered)
+        return [helper.make_node("MatMulNBits", [node.input[0], *done[name]], list(node.output), name=node.name,
+                                 domain=MS_DOMAIN, K=k, N=n, bits=4, block_size=block)]
+
+    rewrite_weight_matmuls(model, weights, lower)
     if done and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return len(done)
+
+
+def rewrite_weight_matmuls(
+    model: onnx.ModelProto,
+    weights: dict[str, Source],
+    lower: Callable[[onnx.NodeProto, str, Source], list[onnx.NodeProto]],
+) -> None:
+    """Replace each MatMul of the main graph by a weight with `lower(node, weight name, weight as [N, K])`."""
+    graph = model.graph
+    producers = {out: node for node in graph.node for out in node.output}
+    lowered = []
+    for node in graph.node:
+        name, source = matmul_weight(node, producers, weights)
+        lowered.extend([node] if source is None else lower(node, name, source))
+    del graph.node[:]
+    graph.node.extend(lowered)
 
 
 def matmul_weight(node: onnx.NodeProto, producers: dict, weights: dict[str, Source]) -> tuple[str, Source | None]:

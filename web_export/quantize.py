@@ -17,6 +17,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -56,28 +57,16 @@ def variant_name(session: str, dtype: str) -> str:
     return f"{session}{SUFFIXES[dtype]}.onnx"
 
 
-def quantize(
-    fp32_onnx: Path,
-    dtype: str,
-    out: Path,
-    *,
-    block_size: int = 32,
-    symmetric: bool = True,
-    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
-    max_tensor_bytes: int | None = MAX_TENSOR_BYTES,
-) -> Path:
+def quantize(fp32_onnx: Path, dtype: str, out: Path, **options: Any) -> Path:
     """Write the `dtype` variant of an fp32 ONNX file to `out` (a file path, or a folder that gets the standard name).
 
-    Returns the .onnx path; its external data chunks lie beside it. `max_tensor_bytes=None` lifts the
-    WebGPU single-buffer limit (for Node/CPU-only bundles); a tensor above `max_file_bytes` is always refused
-    because one tensor cannot span two chunks.
+    Returns the .onnx path; its external data chunks lie beside it. `options` are `write_variant`'s
+    (block_size, symmetric, max_file_bytes, max_tensor_bytes).
     """
     fp32_onnx, out = Path(fp32_onnx), Path(out)
     if out.is_dir():
         out = out / variant_name(fp32_onnx.stem, dtype)
-    write_variant(graph_from_onnx(fp32_onnx), dtype, out, block_size=block_size, symmetric=symmetric,
-                  max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes)
-    return out
+    return write_variant(graph_from_onnx(fp32_onnx), dtype, out, **options).path
 
 
 def graph_from_onnx(path: Path) -> SessionGraph:
@@ -103,10 +92,13 @@ def write_variant(
 ) -> SavedModel:
     """Write the `dtype` variant of a traced session to `path`, reading its weights as it writes them.
 
-    q4 (MatMulNBits blocks, 4-bit lookups) and fp32 stream: each weight is read a block of rows at a time and
-    its derived bytes go straight to the data chunks, so memory stays flat whatever the model size. fp16,
-    q4f16 and q8 hand the whole graph (after the 4- or 8-bit lookups, which stream) to onnxruntime's
-    converters, so they hold what those keep: the fp32 matmul weights for fp16 and q8.
+    `max_tensor_bytes=None` lifts the WebGPU single-buffer limit (for Node/CPU-only bundles); a tensor above
+    `max_file_bytes` is always refused because one tensor cannot span two chunks.
+
+    q4 (MatMulNBits blocks, 4-bit lookups), q8 (MatMulInteger codes, 8-bit lookups) and fp32 stream: each
+    weight is read a block of rows at a time and its derived bytes go straight to the data chunks, so memory
+    stays flat whatever the model size. fp16 and q4f16 hand the whole graph (after the 4-bit tensors, which
+    stream) to onnxruntime's float16 converter, which holds its float weights.
     """
     if dtype not in SUFFIXES:
         raise ValueError(f"unknown dtype {dtype!r}; known: {list(SUFFIXES)}")
