@@ -120,14 +120,13 @@ class Transposed:
         return np.ascontiguousarray(self.source.rows(start, stop).T)
 
 
-def row_blocks(source: Source, block_bytes: int | None = None) -> Iterator[np.ndarray]:
-    """Consecutive float32 row blocks of `source` of about `block_bytes` (BLOCK_BYTES) each."""
-    block_bytes = block_bytes or BLOCK_BYTES
+def row_blocks(source: Source) -> Iterator[np.ndarray]:
+    """Consecutive float32 row blocks of `source` of about BLOCK_BYTES each (at least one row)."""
     shape = source.shape
     if len(shape) < 2:
         yield source.rows(0, shape[0] if shape else 1)
         return
-    step = max(1, block_bytes // (4 * math.prod(shape[1:])))
+    step = max(1, BLOCK_BYTES // (4 * math.prod(shape[1:])))
     for start in range(0, shape[0], step):
         yield source.rows(start, min(shape[0], start + step))
 
