@@ -18,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import onnx
@@ -28,7 +29,7 @@ from slicer.errors import SliceError
 from web_export.int8 import lower_matmuls_q8
 from web_export.lookup import lower_lookups
 from web_export.nbits import lower_matmuls
-from web_export.weights import ArrayTensor, Pending, SessionGraph, Source, Transposed, stub
+from web_export.weights import ArrayTensor, Derived, Pending, SessionGraph, Source, Transposed, stub
 
 SUFFIXES = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "q4": "_q4", "q4f16": "_q4f16"}
 DTYPES = tuple(SUFFIXES)
@@ -97,8 +98,8 @@ def write_variant(
 
     q4 (MatMulNBits blocks, 4-bit lookups), q8 (MatMulInteger codes, 8-bit lookups) and fp32 stream: each
     weight is read a block of rows at a time and its derived bytes go straight to the data chunks, so memory
-    stays flat whatever the model size. fp16 and q4f16 hand the whole graph (after the 4-bit tensors, which
-    stream) to onnxruntime's float16 converter, which holds its float weights.
+    stays flat whatever the model size; fp16 and q4f16 too, as onnxruntime's float16 converter only retypes
+    the data-less weights and their values are halved as they are written.
     """
     if dtype not in SUFFIXES:
         raise ValueError(f"unknown dtype {dtype!r}; known: {list(SUFFIXES)}")
@@ -112,12 +113,10 @@ def write_variant(
         lower_matmuls_q8(model, graph.weights, pending)
         lower_lookups(model, graph.weights, pending, bits=8, block_size=32, max_tensor_bytes=max_tensor_bytes)
     fold_weights(model, graph.weights, pending)
-    # fail before minutes of conversion: fp16 halves the float weights it will hold
+    # fail before minutes of writing; fp16 will halve the float weights
     check_tensor_limit(model, max_tensor_bytes, max_file_bytes, float_bytes=2 if dtype.endswith("16") else 4)
     if dtype in ("fp16", "q4f16"):
-        materialize(model, pending)
-        model = to_fp16(model)
-        pending = Pending(model.graph)
+        model, pending = to_fp16(model, pending)
     return save_chunked(model, path, pending=pending, max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes)
 
 
@@ -187,12 +186,29 @@ def materialize(model: onnx.ModelProto, pending: Pending) -> None:
     pending.derived.clear()
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """fp16 weights and activations with fp32 graph inputs/outputs, so the JS side feeds the same tensors."""
-    from onnxruntime.transformers.float16 import convert_float_to_float16
+def to_fp16(model: onnx.ModelProto, pending: Pending) -> tuple[onnx.ModelProto, Pending]:
+    """fp16 weights and activations with fp32 graph inputs/outputs, so the JS side feeds the same tensors.
+
+    onnxruntime's converter rewrites the graph and retypes each float initializer it decides to halve; the
+    data-less pending ones keep their names, so their values are halved the converter's way as they are written.
+    """
+    from onnxruntime.transformers import float16
 
     big = model.ByteSize() > 1_800_000_000  # shape inference serializes the model and cannot pass 2 GB
-    return convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=big)
+    # The converter reads an initializer's shape by decoding its data; a data-less one has it in its dims.
+    with mock.patch.object(float16, "make_value_info_from_tensor",
+                           lambda t: onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))):
+        model = float16.convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=big)
+    types = {t.name: t.data_type for t in model.graph.initializer}
+
+    def halved(derived: Derived) -> Derived:
+        half = [types[name] == TensorProto.FLOAT16 for name in derived.outputs]
+        if not any(half):
+            return derived
+        return Derived(derived.source, derived.outputs, lambda rows: tuple(
+            float16.convert_np_to_float16(a) if h else a for a, h in zip(derived.compute(rows), half, strict=True)))
+
+    return model, Pending(model.graph, [halved(d) for d in pending.derived])
 
 
 def strip_metadata(model: onnx.ModelProto) -> None:
