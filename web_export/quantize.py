@@ -1,9 +1,9 @@
 """Write the dtype variants of one traced session that transformers.js can pick, saved the way it loads them.
 
 A variant is the session's graph rewritten for its dtype (MatMulNBits, quantized lookups, fp16) with every
-weight computed from its source (`web_export/weights.py`) while it is written, so q4 and fp32 never hold
-more than a block of rows of any weight. Saving is ours rather than onnx's or the quantizers', because the
-browser needs
+weight computed from its source (`web_export/weights.py`) while it is written, so no variant holds more
+than a block of rows of any weight (of columns, for a q8 or fp32 weight written transposed). Saving is
+ours rather than onnx's or the quantizers', because the browser needs
 * file names the runtime derives from the dtype (`utils/dtypes.js` DEFAULT_DTYPE_SUFFIX_MAPPING);
 * external data split into `<file>.onnx_data`, `<file>.onnx_data_1`, ... (`utils/model-loader.js`
   getExternalDataChunkNames), each chunk small enough for one ArrayBuffer (just under 2 GiB in Chrome);
