@@ -43,7 +43,7 @@ def test_skeleton_holds_no_weights(tiny_text: Path) -> None:
 
 
 def test_streamed_files_do_not_depend_on_row_blocks(text_graphs: list, tmp_path: Path, monkeypatch) -> None:
-    for dtype in ("q4", "fp32"):
+    for dtype in ("q4", "q8", "fp32", "q4f16"):
         for graph in text_graphs:
             whole = write_variant(graph, dtype, tmp_path / "whole" / f"{graph.name}.onnx")
             with monkeypatch.context() as patch:
