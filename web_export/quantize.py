@@ -123,8 +123,8 @@ def write_variant(
 def fold_weights(model: onnx.ModelProto, weights: dict[str, Source], pending: Pending) -> None:
     """Give every weight the graph still reads as float its fp32 values, and drop what nothing reads.
 
-    A 2-D weight read only through Transpose (a traced Linear left unquantized) is stored transposed, as
-    the exporter's own constant folding would, so MatMul reads an initializer.
+    Transpose(weight) (a traced Linear left unquantized) becomes an initializer holding the transposed values,
+    as the exporter's own constant folding would make it, so MatMul reads an initializer.
     """
     graph = model.graph
     folded = []
@@ -174,7 +174,7 @@ def prune(model: onnx.ModelProto, pending: Pending) -> None:
 
 
 def materialize(model: onnx.ModelProto, pending: Pending) -> None:
-    """Compute every pending initializer into the graph (for converters that need all weights in memory)."""
+    """Compute every pending initializer into the graph (those small enough to stay inside the .onnx file)."""
     tensors = {t.name: t for t in model.graph.initializer}
     for derived in pending.derived:
         pieces = list(zip(*derived.arrays(), strict=True))
