@@ -1,65 +1,77 @@
 """The sessions people run. `nox -s build_web` is the main job; `nox -s tests` is what CI runs.
 
-Every session installs the project from pyproject.toml (torch pinned there), so a fresh clone needs
-nothing but Python and nox. Sessions reuse their virtualenv: torch is large.
+Every session runs `matslice` (or pytest, ruff) from one shared environment, `.nox/matslice`, installed
+from pyproject.toml (torch pinned there) the first time any session needs it and refreshed only when
+pyproject.toml changes. One environment, not one per session: torch alone is 5.5 GB, and four copies of
+it were 24 GB of disk for a newcomer who ran every session.
 """
 
 from __future__ import annotations
 
+import hashlib
+import sys
+from pathlib import Path
+
 import nox
 
-nox.options.default_venv_backend = "venv"
-nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "tests"]
 
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+ENV = Path(".nox/matslice")
+EXTRAS = "web,dev,demo"
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
 
 
-def _install(session: nox.Session, extras: str = "web,dev") -> None:
-    session.install("-e", f".[{extras}]")
+def _env(session: nox.Session) -> Path:
+    """The shared environment's bin/ folder, created or brought up to date with pyproject.toml."""
+    python = ENV / "bin" / "python"
+    stamp = ENV / ".installed"
+    wanted = hashlib.sha256(Path("pyproject.toml").read_bytes() + EXTRAS.encode()).hexdigest()
+    if not python.exists():
+        session.log(f"creating the shared environment {ENV} (once; about 6 GB, torch included)")
+        session.run(sys.executable, "-m", "venv", str(ENV), external=True)
+    if not stamp.is_file() or stamp.read_text() != wanted:
+        session.run(str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                    "-e", f".[{EXTRAS}]", external=True)
+        stamp.write_text(wanted)
+    return ENV / "bin"
 
 
-@nox.session
+def _matslice(session: nox.Session, *args: str) -> None:
+    session.run(str(_env(session) / "matslice"), *args, *session.posargs, env=OFFLINE, external=True)
+
+
+@nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """The test suite: real tiny Gemma 3n models, real safetensors, real onnxruntime, real transformers.js."""
-    _install(session, "web,dev,demo")
-    # transformers.js for the Node parity tests; --ignore-scripts: onnxruntime-node's install script
-    # downloads GPU binaries, while the CPU ones ship inside the package.
-    session.run("npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix", "tests/web_export/node",
-                external=True)
-    session.run("pytest", *(session.posargs or ["-q"]), env=OFFLINE)
+    session.run(str(_env(session) / "pytest"), *(session.posargs or ["-q"]), env=OFFLINE, external=True)
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
     """ruff, as configured in pyproject.toml."""
-    session.install("ruff")
-    session.run("ruff", "check", ".")
+    session.run(str(_env(session) / "ruff"), "check", ".", external=True)
 
 
-@nox.session
-def bench(session: nox.Session) -> None:
-    """Speed and memory benchmarks; results land in build/bench/."""
-    _install(session)
-    session.run("python", "-m", "benchmarks", *session.posargs, env=OFFLINE)
-
-
-@nox.session
+@nox.session(venv_backend="none")
 def build_web(session: nox.Session) -> None:
-    """Build the parent and sliced variants of a checkpoint into dist/web (default: the nano model)."""
-    _install(session)
-    session.run("python", "-m", "web_export.build", *session.posargs, env=OFFLINE)
+    """Slice and export the parent and its variants into dist/web (default: the nano model); `-- --help`."""
+    _matslice(session, "build-web")
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def serve(session: nox.Session) -> None:
     """Serve dist/web on 127.0.0.1:8000, cross-origin isolated (threaded WASM); `-- DIR --port N` to change."""
-    session.install("-e", ".", "--no-deps")
-    session.run("python", "-m", "web_export.serve", *session.posargs)
+    _matslice(session, "serve")
 
 
-@nox.session
+@nox.session(venv_backend="none")
 def demo(session: nox.Session) -> None:
     """The side-by-side comparison app on 127.0.0.1:7860 (builds the default variants first if none are built)."""
-    _install(session, "web,dev,demo")
-    session.run("python", "-m", "demo", *session.posargs, env={**OFFLINE, "GRADIO_ANALYTICS_ENABLED": "False"})
+    _matslice(session, "demo")
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Speed, memory and size benchmarks; results land in build/bench/."""
+    _matslice(session, "bench")

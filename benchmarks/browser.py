@@ -13,12 +13,10 @@ import threading
 import time
 from pathlib import Path
 
-import torch
+from web_export.node import NODE_DIR, ensure_installed
+from web_export.runtime import BundleRuntime, Prompt
+from website.serve import make_server
 
-from web_export.parity import OnnxGemma3n, ParityInputs
-from web_export.serve import make_server
-
-DRIVER = Path(__file__).resolve().parent.parent / "tests" / "site"
 PROMPT = "Hello world"
 NEW_TOKENS = 48
 
@@ -30,7 +28,7 @@ def _page(site: Path) -> dict:
         url = f"http://127.0.0.1:{server.server_address[1]}/?backend=wasm"
         command = ["node", "drive.mjs", url, "--chromium", "/usr/bin/chromium", "--prompt", PROMPT,
                    "--max-new-tokens", str(NEW_TOKENS)]
-        done = subprocess.run(command, cwd=DRIVER, capture_output=True, text=True, timeout=300, check=True)
+        done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=300, check=True)
     finally:
         server.shutdown()
         server.server_close()
@@ -42,9 +40,9 @@ def _page(site: Path) -> dict:
 
 def _python(bundle: Path, dtype: str, prompt_ids: list[int]) -> dict:
     start = time.perf_counter()
-    runner = OnnxGemma3n.from_bundle(bundle, dtype)
+    runner = BundleRuntime.from_bundle(bundle, dtype)
     load = time.perf_counter() - start
-    inputs = ParityInputs(input_ids=torch.tensor([prompt_ids]))
+    inputs = Prompt(prompt_ids)
     start = time.perf_counter()
     runner.greedy(inputs, 0)
     first = time.perf_counter() - start
@@ -56,10 +54,9 @@ def _python(bundle: Path, dtype: str, prompt_ids: list[int]) -> dict:
 
 def bench_browser(work: Path) -> dict:
     site = work / "web"
-    subprocess.run([sys.executable, "-m", "web_export.build", "--no-parent", "--out", str(site)], check=True,
+    subprocess.run([sys.executable, "-m", "matslice", "build-web", "--no-parent", "--out", str(site)], check=True,
                    capture_output=True)
-    subprocess.run(["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund"], cwd=DRIVER, check=True,
-                   capture_output=True)
+    ensure_installed()
     models = json.loads((site / "models.json").read_text())
     variant = next(v for v in models["variants"] if v["id"] == models["default"])
     page = _page(site)

@@ -29,10 +29,10 @@ def torch_tokens_per_second(checkpoint: Path, steps: int = STEPS) -> float:
 
 
 def onnx_tokens_per_second(bundle: Path, dtype: str, steps: int = STEPS) -> float:
-    from web_export.parity import OnnxGemma3n, ParityInputs
+    from web_export.runtime import BundleRuntime, Prompt
 
-    runner = OnnxGemma3n.from_bundle(bundle, dtype)
-    inputs = ParityInputs(input_ids=torch.arange(10, 10 + PROMPT)[None])
+    runner = BundleRuntime.from_bundle(bundle, dtype)
+    inputs = Prompt(np.arange(10, 10 + PROMPT))
     runner.greedy(inputs, 1)  # warm-up
     start = time.perf_counter()
     _, ids = runner.greedy(inputs, steps)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmarks.slicing import _timed
 from benchmarks.synthetic import synthetic_text_config, write_synthetic
+from gemma3n.config import parse_config
 from slicer.plan import make_plan
 from slicer.presets import get_preset
 
@@ -26,7 +27,8 @@ def _child(work: Path, preset: str, vocab_divisor: int) -> Path:
     child = work / f"{preset}-v{vocab_divisor}"
     if not (child / "config.json").exists():
         spec = replace(get_preset(preset).spec(), modalities=("text",))
-        write_synthetic(child, make_plan(synthetic_text_config(vocab_divisor), spec).child)
+        parent = parse_config(synthetic_text_config(vocab_divisor), "synthetic E4B")
+        write_synthetic(child, make_plan(parent, spec).child.to_json())
     return child
 
 
@@ -37,7 +39,7 @@ def bench_export(work: Path, preset: str, dtype: str = "q4", vocab_divisor: int 
     child = _child(work, preset, vocab_divisor)
     out = work / f"bundle-{preset}-{dtype}"
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "slicer.cli", "export", str(child), str(out), "--dtype", dtype]
+    command = [sys.executable, "-m", "matslice", "export", str(child), str(out), "--dtype", dtype]
     try:
         seconds, rss = _timed(command, rss_limit=RSS_LIMIT)
     except subprocess.CalledProcessError as exc:

@@ -68,7 +68,7 @@ def bench_slicing(work: Path, preset: str = "E2B", vocab_divisor: int = 4, repea
     for _ in range(repeats):
         for folder in (child, copy):
             shutil.rmtree(folder, ignore_errors=True)
-        seconds, peak = _timed([sys.executable, "-m", "slicer.cli", "slice", str(parent), str(child),
+        seconds, peak = _timed([sys.executable, "-m", "matslice", "slice", str(parent), str(child),
                                 "--preset", preset, "--modalities", "text"])
         slice_runs.append(seconds)
         rss = max(rss, peak)
@@ -91,7 +91,7 @@ def bench_slicing(work: Path, preset: str = "E2B", vocab_divisor: int = 4, repea
 
 def bench_plan(repeats: int = 5) -> dict:
     """`matslice plan --json` on the full-size E4B config, as a user runs it (a fresh process)."""
-    command = [sys.executable, "-m", "slicer.cli", "plan", "--preset", "E2B", "--json"]
+    command = [sys.executable, "-m", "matslice", "plan", "--preset", "E2B", "--json"]
     runs = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -12,16 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from slicer.config import e4b_config
-from slicer.shapes import text_shapes
-from slicer.shards import OutTensor, ShardWriter
+from gemma3n.config import e4b_json, parse_config
+from gemma3n.safetensors import OutTensor, ShardWriter
+from gemma3n.shapes import text_shapes
 
 BLOCK = 16 << 20
 
 
 def synthetic_text_config(vocab_divisor: int = 4) -> dict:
     """E4B's text decoder as a gemma3n_text config, with the two vocabularies divided by `vocab_divisor`."""
-    text = e4b_config()["text_config"]
+    text = e4b_json()["text_config"]
     text["vocab_size"] //= vocab_divisor
     text["vocab_size_per_layer_input"] //= vocab_divisor
     return text | {"model_type": "gemma3n_text", "architectures": ["Gemma3nForCausalLM"], "dtype": "bfloat16"}
@@ -32,7 +32,8 @@ def write_synthetic(out: Path, config: dict, max_shard_bytes: int = 4 << 30, see
     out.mkdir(parents=True, exist_ok=True)
     block = np.random.default_rng(seed).integers(0, 256, BLOCK, dtype=np.uint8)
     block[1::2] &= 0x3F  # keep bfloat16 exponents small: finite, modest values
-    tensors = [OutTensor(name, "BF16", shape) for name, shape in sorted(text_shapes(config, "model.").items())]
+    text = parse_config(config, str(out)).text
+    tensors = [OutTensor(name, "BF16", shape) for name, shape in sorted(text_shapes(text, "model.").items())]
     writer = ShardWriter(out, tensors, max_shard_bytes)
     for tensor in tensors:
         writer.begin(tensor.name)
@@ -53,7 +54,7 @@ def _tokenizer_files(out: Path) -> None:
     import shutil
     import tempfile
 
-    from slicer.tiny import write_tiny
+    from standins.tiny import write_tiny
 
     with tempfile.TemporaryDirectory() as tmp:
         tiny = write_tiny(Path(tmp) / "tiny", text_only=True)

@@ -1,1 +1,1 @@
-"""Side-by-side comparison of MatSlice variants in a Gradio app (`python -m demo`); see demo/app.py."""
+"""Side-by-side comparison of MatSlice variants in a Gradio app (`matslice demo`); see demo/app.py."""

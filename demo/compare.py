@@ -1,8 +1,8 @@
 """Run one prompt on several variants' ONNX bundles and measure what a user trades: speed against quality.
 
 Why onnxruntime on the exported bundles rather than the PyTorch checkpoints: what is compared must be
-what ships. The sessions are driven by `web_export.parity.OnnxGemma3n`, which feeds them exactly as
-transformers.js does; this module only adds a step-wise greedy loop so tokens can be streamed.
+what ships. The sessions are driven by `web_export.runtime.BundleRuntime`, which feeds them exactly as
+transformers.js does and decodes step by step, so tokens can be streamed.
 
 Numbers per variant:
 * load time: creating the onnxruntime sessions (once per variant; later runs reuse them and say so);
@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from demo.variants import Registry, Variant
-from slicer.errors import SliceError
-from web_export.parity import OnnxGemma3n, ParityInputs, position_ids
+from evaluation.metrics import divergence
+from gemma3n.errors import UserError
+from web_export.runtime import BundleRuntime, Prompt
 
 USED_SESSIONS = ("embed_tokens", "decoder_model_merged", "audio_encoder")
 DEFAULT_MAX_NEW_TOKENS = 32
@@ -49,27 +49,13 @@ class InputError(ValueError):
     """A problem with what the user sent (prompt, audio, variant names): shown to them, never a crash."""
 
 
-@dataclass
-class Prompt:
-    """Token ids for one variant, with the audio features when the variant takes audio."""
-
-    input_ids: list[int]
-    input_features: np.ndarray | None = None
-    input_features_mask: np.ndarray | None = None
-
-    def parity_inputs(self, ids: list[int] | None = None) -> ParityInputs:
-        features = None if self.input_features is None else torch.from_numpy(self.input_features)
-        mask = None if self.input_features_mask is None else torch.from_numpy(self.input_features_mask)
-        return ParityInputs(torch.tensor([ids or self.input_ids], dtype=torch.long), None, features, mask)
-
-
 def read_audio(path: str | Path, sampling_rate: int) -> np.ndarray:
     """A WAV file as mono float32 at `sampling_rate`, at most MAX_AUDIO_SECONDS long."""
     from evaluation.data import read_wav
 
     try:
         samples = read_wav(Path(path), sampling_rate)
-    except SliceError as error:
+    except UserError as error:
         raise InputError(f"cannot read the audio file: {error}") from None
     if len(samples) / sampling_rate > MAX_AUDIO_SECONDS:
         raise InputError(f"the audio is {len(samples) / sampling_rate:.1f} s long: "
@@ -87,7 +73,7 @@ class Runner:
         self.variant = variant
         config = json.loads((variant.folder / "config.json").read_text())
         self.text_config = config.get("text_config", config)
-        self.onnx = OnnxGemma3n.from_bundle(variant.folder, only=USED_SESSIONS)
+        self.onnx = BundleRuntime.from_bundle(variant.folder, only=USED_SESSIONS)
         self.load_seconds = time.perf_counter() - start
         self.tokenizer = AutoTokenizer.from_pretrained(variant.folder)
         self.processor = AutoProcessor.from_pretrained(variant.folder) if variant.has_audio else None
@@ -104,48 +90,22 @@ class Runner:
         messages = [{"role": "user", "content": content}]
         if not use_audio:
             encoded = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-            return Prompt(list(encoded["input_ids"]))
+            return Prompt(np.array(encoded["input_ids"]))
         templated = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         out = self.processor(text=templated, audio=[audio], add_special_tokens=False, return_tensors="np")
-        return Prompt(out["input_ids"][0].tolist(), out["input_features"], out["input_features_mask"])
+        return Prompt(out["input_ids"][0], input_features=out["input_features"],
+                      input_features_mask=out["input_features_mask"])
 
     def decode(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
-    def step_feeds(self, embeds: np.ndarray, per_layer: np.ndarray, mask: np.ndarray, keep: int) -> dict:
-        return {
-            "inputs_embeds": embeds,
-            "per_layer_inputs": per_layer,
-            "attention_mask": mask,
-            "position_ids": position_ids(mask, embeds.shape[1]),
-            "num_logits_to_keep": np.array(keep, dtype=np.int64),
-        }
-
     def generate(self, prompt: Prompt, max_new_tokens: int) -> Iterator[tuple[int, float]]:
         """Greedy ids one by one, each with the seconds of compute it took; stops after an EOS id."""
-        start = time.perf_counter()
-        embeds, per_layer = self.onnx.embed(prompt.parity_inputs(), prefill=True)
-        mask = np.ones((1, len(prompt.input_ids)), dtype=np.int64)
-        past = self.onnx.empty_past(batch=1)
-        token = -1
-        for step in range(max_new_tokens):
-            if step:
-                start = time.perf_counter()
-                embeds, per_layer = self.onnx.embed(ParityInputs(torch.tensor([[token]])), prefill=False)
-                mask = np.concatenate([mask, np.ones((1, 1), dtype=np.int64)], axis=1)
-            out = self.onnx.run("decoder_model_merged", {**self.step_feeds(embeds, per_layer, mask, 1), **past})
-            past = {k.replace("present", "past_key_values"): v for k, v in out.items() if k.startswith("present")}
-            token = int(out["logits"][0, -1].argmax())
-            yield token, time.perf_counter() - start
-            if token in self.eos_ids:
-                return
+        return self.onnx.generate(prompt, max_new_tokens, self.eos_ids)
 
     def logits(self, prompt: Prompt, ids: list[int]) -> np.ndarray:
         """Teacher-forced logits [len(ids), vocab] of `ids` (the prompt's ids followed by a continuation)."""
-        embeds, per_layer = self.onnx.embed(prompt.parity_inputs(ids), prefill=True)
-        mask = np.ones((1, len(ids)), dtype=np.int64)
-        feeds = {**self.step_feeds(embeds, per_layer, mask, 0), **self.onnx.empty_past(batch=1)}
-        return self.onnx.run("decoder_model_merged", feeds)["logits"][0].astype(np.float64)
+        return self.onnx.logits(prompt.with_ids(ids))
 
 
 def _eos_ids(folder: Path, text_config: dict[str, Any]) -> list[int]:
@@ -153,21 +113,6 @@ def _eos_ids(folder: Path, text_config: dict[str, Any]) -> list[int]:
     eos = json.loads(path.read_text()).get("eos_token_id") if path.is_file() else None
     eos = eos if eos is not None else text_config.get("eos_token_id", 1)
     return list(eos) if isinstance(eos, list) else [int(eos)]
-
-
-def divergence(parent: np.ndarray, variant: np.ndarray) -> tuple[float, float]:
-    """(mean KL(P_parent || P_variant) in nats, top-1 agreement) over the rows of two logit arrays."""
-    if parent.shape != variant.shape:
-        raise ValueError(f"logits {parent.shape} and {variant.shape} do not line up")
-    log_p, log_q = _log_softmax(parent), _log_softmax(variant)
-    kl = (np.exp(log_p) * (log_p - log_q)).sum(axis=-1)
-    agree = parent.argmax(axis=-1) == variant.argmax(axis=-1)
-    return float(max(kl.mean(), 0.0)), float(agree.mean())
-
-
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 @dataclass
@@ -195,7 +140,7 @@ class Column:
             **self.variant.summary(),
             "text": self.text,
             "token_ids": self.ids,
-            "prompt_tokens": len(self.prompt.input_ids),
+            "prompt_tokens": len(self.prompt.ids),
             "new_tokens": len(self.ids),
             "load_seconds": self.runner.load_seconds,
             "load_cached": self.cached,
@@ -278,9 +223,9 @@ class Comparer:
         for name in names:
             runner, cached = self.runner(name, keep)
             tokens = runner.prompt(prompt, audio)
-            if len(tokens.input_ids) + max_new_tokens > runner.context:
+            if len(tokens.ids) + max_new_tokens > runner.context:
                 raise InputError(
-                    f"the prompt is {len(tokens.input_ids)} tokens; with {max_new_tokens} new tokens it exceeds "
+                    f"the prompt is {len(tokens.ids)} tokens; with {max_new_tokens} new tokens it exceeds "
                     f"{name}'s context of {runner.context} tokens: shorten it"
                 )
             column = Column(runner.variant, runner, tokens, cached)
@@ -330,20 +275,18 @@ class Comparer:
             if with_audio not in references:
                 references[with_audio] = self._reference(runner, run, run.audio if with_audio else None)
             prompt, ids, parent_logits = references[with_audio]
-            if prompt.input_ids != column.prompt.input_ids:
+            if prompt.ids != column.prompt.ids:
                 column.note = _join(column.note, "no KL: its prompt tokenizes differently from the parent's")
                 continue
-            same = column.variant.name == parent
-            column.kl, column.top1 = divergence(parent_logits, parent_logits if same else column.runner.logits(
-                column.prompt, ids))
+            column.kl, column.top1 = divergence(parent_logits, column.runner.logits(column.prompt, ids))
 
     def _reference(self, runner: Runner, run: Run, audio: np.ndarray | None) -> tuple[Prompt, list[int], np.ndarray]:
         """The parent's prompt, the ids scored (prompt + its greedy continuation) and its logits on them."""
         prompt = runner.prompt(run.text, audio)
         parent = self.registry.parent
-        mine = [c for c in run.columns if c.variant.name == parent and c.prompt.input_ids == prompt.input_ids]
+        mine = [c for c in run.columns if c.variant.name == parent and c.prompt.ids == prompt.ids]
         continuation = mine[0].ids if mine else [t for t, _ in runner.generate(prompt, run.max_new_tokens)]
-        ids = prompt.input_ids + continuation[:-1]
+        ids = prompt.ids + continuation[:-1]
         return prompt, ids, runner.logits(prompt, ids)
 
     def compare(self, prompt: Any, names: Any, audio_path: str | None = None,
@@ -365,7 +308,3 @@ class Comparer:
                     scores[name].append(column.top1 if column.top1 is not None else 0.0)
             self._retention = {name: float(np.mean(values)) for name, values in scores.items()}
         return self._retention
-
-
-def _audio_of(prompt: Prompt) -> bool:
-    return prompt.input_features is not None

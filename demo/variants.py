@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slicer import nano
-from slicer.plan import SliceSpec
+from gemma3n.config import load_config
+from gemma3n.errors import UserError
+from slicer.plan import SliceSpec, make_plan
+from standins import nano
 
 MODELS_JSON = Path("dist/web/models.json")
 CACHE = Path(".cache/demo")
@@ -121,10 +123,10 @@ class Registry:
 
     def __init__(self, variants: list[Variant], parent: str | None = None) -> None:
         if not variants:
-            raise ValueError("no variants to serve: build some with `python -m web_export.build`")
+            raise UserError("no variants to serve: build some with `nox -s build_web` (matslice build-web)")
         self.variants = {v.name: v for v in variants}
         if len(self.variants) != len(variants):
-            raise ValueError("two variants share a name: give each bundle folder its own name")
+            raise UserError("two variants share a name: give each bundle folder its own name")
         self.parent = parent or pick_parent(variants).name
         self.get(self.parent)
 
@@ -151,15 +153,15 @@ def load_variant(name: str, folder: Path) -> Variant:
     folder = Path(folder)
     path = folder / "manifest.json"
     if not path.is_file():
-        raise ValueError(f"{folder} has no manifest.json: pass a bundle written by `matslice export`")
+        raise UserError(f"{folder} has no manifest.json: pass a bundle written by `matslice export`")
     manifest = json.loads(path.read_text())
     if not {"embed_tokens", "decoder_model_merged"} <= set(manifest.get("sessions", {})):
-        raise ValueError(f"{folder} lacks the embed_tokens/decoder_model_merged sessions")
+        raise UserError(f"{folder} lacks the embed_tokens/decoder_model_merged sessions")
     return Variant(name, folder.resolve(), manifest)
 
 
 def from_models_json(path: Path) -> Registry:
-    """The variants `python -m web_export.build` listed, with folders relative to models.json."""
+    """The variants `matslice build-web` listed, with folders relative to models.json."""
     path = Path(path)
     data = json.loads(path.read_text())
     entries = data.get("models", data.get("variants", [])) if isinstance(data, dict) else data
@@ -187,7 +189,7 @@ def from_paths(paths: list[Path], cache: Path = CACHE) -> Registry:
         elif (path / "config.json").is_file():
             variants.append(load_variant(name, export_cached(path, cache / "exports" / _key(path) / name)))
         else:
-            raise ValueError(f"{path} is neither a bundle (manifest.json) nor a checkpoint (config.json)")
+            raise UserError(f"{path} is neither a bundle (manifest.json) nor a checkpoint (config.json)")
     return Registry(variants)
 
 
@@ -210,9 +212,7 @@ def export_cached(model_dir: Path, out: Path, encoders: set[str] | None = None) 
 def build_defaults(cache: Path = CACHE, checkpoint: Path | None = None) -> Registry:
     """Slice the embedded default checkpoint into DEFAULT_SLICES and export each (once, then cached)."""
     from slicer.checkpoint import slice_checkpoint
-    from slicer.config import is_multimodal, load_config
-    from slicer.default import default_checkpoint
-    from slicer.plan import make_plan
+    from standins.default import default_checkpoint
 
     parent = Path(checkpoint or default_checkpoint())
     config = load_config(parent)
@@ -226,14 +226,13 @@ def build_defaults(cache: Path = CACHE, checkpoint: Path | None = None) -> Regis
                 model = root / "checkpoints" / name
                 if not (model / "config.json").is_file():
                     slice_checkpoint(parent, model, make_plan(config, spec), overwrite=True, progress=False)
-            multimodal = is_multimodal(load_config(model))
-            export_cached(model, bundle, DEFAULT_ENCODERS if multimodal else None)
+            export_cached(model, bundle, DEFAULT_ENCODERS if load_config(model).multimodal else None)
         variants.append(load_variant(name, bundle))
     return Registry(variants, parent="parent")
 
 
 def default_registry(paths: list[Path] | None = None, models_json: Path = MODELS_JSON, cache: Path = CACHE) -> Registry:
-    """What `python -m demo` serves: the given folders, else dist/web/models.json, else the built defaults."""
+    """What `matslice demo` serves: the given folders, else dist/web/models.json, else the built defaults."""
     if paths:
         return from_paths(paths, cache)
     if models_json.is_file():

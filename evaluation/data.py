@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from slicer.errors import SliceError
+from gemma3n.errors import UserError
 
 TEXT = (
     "The river ran slowly past the old mill, and the children sat on the stone wall to watch the water. "
@@ -42,10 +42,10 @@ def read_wav(path: Path, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
             rate, width, channels = f.getframerate(), f.getsampwidth(), f.getnchannels()
             frames = f.readframes(f.getnframes())
     except (wave.Error, EOFError, OSError) as exc:
-        raise SliceError(f"{Path(path).name} is not a readable PCM WAV file ({exc}): convert it "
+        raise UserError(f"{Path(path).name} is not a readable PCM WAV file ({exc}): convert it "
                          f"(sox in.mp3 out.wav)") from None
     if width not in (1, 2, 4) or not frames:
-        raise SliceError(f"{Path(path).name} is empty or not 8/16/32-bit PCM: convert it to 16-bit PCM WAV")
+        raise UserError(f"{Path(path).name} is empty or not 8/16/32-bit PCM: convert it to 16-bit PCM WAV")
     kind = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
     samples = np.frombuffer(frames, dtype=kind).astype(np.float32)
     samples = (samples - 128) / 128 if width == 1 else samples / float(np.iinfo(kind).max)
@@ -64,7 +64,7 @@ def speech_clips(cache: Path = Path(".cache/eval-speech"), count: int = 3) -> li
         path = cache / f"sentence-{i}.wav"
         if not path.exists():
             if espeak is None:
-                raise SliceError("no audio clips given and espeak-ng is missing: apt-get install espeak-ng, "
+                raise UserError("no audio clips given and espeak-ng is missing: apt-get install espeak-ng, "
                                  "or pass --audio DIR")
             cache.mkdir(parents=True, exist_ok=True)
             subprocess.run([espeak, "-w", str(path), "-s", "160", sentence], check=True, capture_output=True)
@@ -75,5 +75,5 @@ def speech_clips(cache: Path = Path(".cache/eval-speech"), count: int = 3) -> li
 def load_clips(folder: Path) -> list[np.ndarray]:
     files = sorted(folder.glob("*.wav"))
     if not files:
-        raise SliceError(f"{folder} has no .wav files: pass a folder of 16-bit PCM WAV clips")
+        raise UserError(f"{folder} has no .wav files: pass a folder of 16-bit PCM WAV clips")
     return [read_wav(path) for path in files]

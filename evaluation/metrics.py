@@ -8,9 +8,24 @@ import numpy as np
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Next-token log-probabilities, computed in float64 (float32 loses the tails' mass)."""
     logits = logits.astype(np.float64)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     return (shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))).astype(np.float32)
+
+
+def kl_rows(log_p: np.ndarray, log_q: np.ndarray) -> np.ndarray:
+    """KL(P || Q) in nats for each row of two log-probability arrays."""
+    log_p, log_q = log_p.astype(np.float64), log_q.astype(np.float64)
+    return np.maximum((np.exp(log_p) * (log_p - log_q)).sum(axis=-1), 0.0)
+
+
+def divergence(reference: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+    """(mean KL(P_reference || P_other) in nats, top-1 agreement) over the rows of two logit arrays."""
+    if reference.shape != other.shape:
+        raise ValueError(f"logits {reference.shape} and {other.shape} do not line up")
+    kl = kl_rows(log_softmax(reference), log_softmax(other))
+    return float(kl.mean()), float((reference.argmax(axis=-1) == other.argmax(axis=-1)).mean())
 
 
 @dataclass
@@ -29,8 +44,7 @@ class TextTally:
         rows = np.arange(len(targets))
         self.parent_nll += float(-parent[rows, targets].astype(np.float64).sum())
         self.variant_nll += float(-variant[rows, targets].astype(np.float64).sum())
-        kl = (np.exp(parent.astype(np.float64)) * (parent.astype(np.float64) - variant)).sum(axis=-1)
-        self.kl += float(kl.sum())
+        self.kl += float(kl_rows(parent, variant).sum())
         self.agree += int((parent.argmax(-1) == variant.argmax(-1)).sum())
         self.positions += len(targets)
 

@@ -8,14 +8,13 @@ A scorer is closed before the next one opens: a real E4B never shares memory wit
 from __future__ import annotations
 
 import gc
-import json
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from evaluation.metrics import log_softmax
-from slicer.errors import SliceError
+from gemma3n.errors import UserError
 
 
 class Scorer(Protocol):
@@ -37,7 +36,7 @@ def open_scorer(folder: Path, dtype: str | None = None) -> Scorer:
         return OnnxScorer(folder, dtype)
     if (folder / "config.json").is_file():
         return TorchScorer(folder)
-    raise SliceError(f"{folder} is neither a checkpoint folder nor a bundle: pass one of those")
+    raise UserError(f"{folder} is neither a checkpoint folder nor a bundle: pass one of those")
 
 
 class TorchScorer:
@@ -74,22 +73,15 @@ class OnnxScorer:
     """An exported bundle in onnxruntime, one dtype of its sessions (default: the bundle's own)."""
 
     def __init__(self, folder: Path, dtype: str | None):
-        from web_export.parity import OnnxGemma3n
+        from web_export.runtime import BundleRuntime
 
-        config = json.loads((folder / "config.json").read_text())
-        dtype = dtype or _default_dtype(config)
-        self.runner = OnnxGemma3n.from_bundle(folder, dtype)
+        self.runner = BundleRuntime.from_bundle(folder, dtype)
         self.has_audio = "audio_encoder" in self.runner.sessions
 
     def log_probs(self, ids: np.ndarray) -> np.ndarray:
-        embeds = self.runner.run("embed_tokens", {"input_ids": ids[None].astype(np.int64)})
-        mask = np.ones((1, len(ids)), dtype=np.int64)
-        feeds = {
-            "inputs_embeds": embeds["inputs_embeds"], "per_layer_inputs": embeds["per_layer_inputs"],
-            "attention_mask": mask, "position_ids": np.arange(len(ids), dtype=np.int64)[None],
-            "num_logits_to_keep": np.array(0, dtype=np.int64), **self.runner.empty_past(1),
-        }
-        return log_softmax(self.runner.run("decoder_model_merged", feeds)["logits"][0])
+        from web_export.runtime import Prompt
+
+        return log_softmax(self.runner.logits(Prompt(ids)))
 
     def audio_features(self, features: np.ndarray, mask: np.ndarray) -> np.ndarray:
         feeds = {"input_features": features.astype(np.float32), "input_features_mask": mask}
@@ -98,8 +90,3 @@ class OnnxScorer:
     def close(self) -> None:
         del self.runner
         gc.collect()
-
-
-def _default_dtype(config: dict) -> str:
-    dtype = config.get("transformers.js_config", {}).get("dtype", "fp32")
-    return dtype if isinstance(dtype, str) else dtype.get("decoder_model_merged", "fp32")

@@ -187,8 +187,9 @@ async function chooseBackend(manifest) {
     return { device: 'webgpu', reason: `WebGPU: the adapter allows ${mb(limit)} per buffer and ${need}.` };
 }
 
-// q4 embeddings use GatherBlockQuantized, which only WebGPU implements in onnxruntime-web: on WASM pick a
-// dtype whose graphs it can run (models.json not_on_wasm), and say so.
+// MatSlice's own bundles run on WASM in every dtype (their quantized lookups use standard ops). A bundle made
+// elsewhere may use an op onnxruntime-web's WASM build lacks (models.json not_on_wasm, e.g.
+// GatherBlockQuantized): on WASM pick a dtype whose graphs it can run, and say so.
 function pickDtype(v, backend) {
     if (backend.device !== 'wasm') return;
     const blocked = v.not_on_wasm ?? {};

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from gemma3n.safetensors import OutTensor
 from slicer.audio import CRITERION
 from slicer.plan import SlicePlan
-from slicer.shards import OutTensor
 
 
 def model_card(plan: SlicePlan, parent: Path, tensors: list[OutTensor]) -> str:
@@ -50,5 +50,5 @@ def model_card(plan: SlicePlan, parent: Path, tensors: list[OutTensor]) -> str:
     lines.append(f"| checkpoint bytes | | {sum(t.nbytes for t in tensors):,} |")
     lines += ["", "`effective` counts what transformers >= 5 builds for the text decoder without its embedding",
               "tables; `effective_published` adds the k/v projections Google's tables count for KV-shared layers.",
-              "", "## Slice", "```json", json.dumps(plan.child["matslice"], indent=2), "```", ""]
+              "", "## Slice", "```json", json.dumps(plan.record, indent=2), "```", ""]
     return "\n".join(lines)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,16 +16,15 @@ from typing import Literal
 import numpy as np
 from tqdm import tqdm
 
+from gemma3n.errors import UserError
+from gemma3n.folders import atomic_folder, copy_side_files
+from gemma3n.safetensors import OutTensor, ShardWriter, TensorInfo, read_float, read_rows, read_tensors
+from gemma3n.shapes import checkpoint_shapes
 from slicer import audio as audio_units
 from slicer.card import model_card
-from slicer.config import kv_roles, text_config
-from slicer.errors import SliceError
 from slicer.plan import SlicePlan
-from slicer.shapes import checkpoint_shapes, text_prefix
-from slicer.shards import OutTensor, ShardWriter, TensorInfo, read_rows, read_tensors, to_float32
 
 CutKind = Literal["copy", "rows", "cols", "row_blocks", "col_blocks", "unit_rows", "unit_cols"]
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".onnx", ".onnx_data", ".h5", ".msgpack")
 DROPPED_FOR_TEXT = ("model.audio_tower.", "model.vision_tower.", "model.embed_audio.", "model.embed_vision.")
 
 
@@ -65,17 +62,16 @@ def check_parent(plan: SlicePlan, tensors: dict[str, TensorInfo]) -> None:
     """Every tensor the parent's config implies must be present with its shape (extra ones are fine)."""
     for name, shape in checkpoint_shapes(plan.parent).items():
         if name not in tensors:
-            raise SliceError(f"the parent checkpoint has no tensor {name}: its shards are incomplete, download again")
+            raise UserError(f"the parent checkpoint has no tensor {name}: its shards are incomplete, download again")
         if tensors[name].shape != shape:
-            raise SliceError(
+            raise UserError(
                 f"{name} has shape {list(tensors[name].shape)} but config.json implies {list(shape)}: "
                 f"the config does not belong to these weights"
             )
 
 
 def _text_cut(plan: SlicePlan, rest: str, parent: str, child_prefix: str) -> Cut | None:
-    text = text_config(plan.parent)
-    per_layer = text["hidden_size_per_layer_input"]
+    per_layer = plan.parent.text.hidden_size_per_layer_input
     if rest == "embed_tokens_per_layer.weight":
         return Cut(child_prefix + rest, parent, "col_blocks", blocks=plan.kept_layers, block=per_layer)
     if rest == "per_layer_model_projection.weight":
@@ -87,8 +83,7 @@ def _text_cut(plan: SlicePlan, rest: str, parent: str, child_prefix: str) -> Cut
     if layer not in plan.kept_layers:
         return None
     position = plan.kept_layers.index(layer)
-    child_roles = kv_roles(text_config(plan.child)["layer_types"], text_config(plan.child)["num_kv_shared_layers"])
-    if child_roles[position] == "reuse" and re.match(r"self_attn\.(k_proj|v_proj|k_norm)\.", name):
+    if plan.child.text.kv_roles[position] == "reuse" and re.match(r"self_attn\.(k_proj|v_proj|k_norm)\.", name):
         return None  # Google's checkpoints carry these for KV-shared layers; transformers >= 5 has none
     child = f"{child_prefix}layers.{position}.{name}"
     width = plan.ffn_dims[position]
@@ -123,14 +118,9 @@ def audio_unit_orders(plan: SlicePlan, tensors: dict[str, TensorInfo]) -> dict[s
     for block in plan.kept_audio_blocks or ():
         for module in ("ffw_layer_start", "ffw_layer_end"):
             key = f"conformer.{block}.{module}"
-            w1, w2 = (_load(tensors[f"model.audio_tower.{key}.ffw_layer_{k}.weight"]) for k in (1, 2))
+            w1, w2 = (read_float(tensors[f"model.audio_tower.{key}.ffw_layer_{k}.weight"]) for k in (1, 2))
             orders[key] = audio_units.unit_order(w1, w2, plan.audio_ffn_dim)
     return orders
-
-
-def _load(info: TensorInfo) -> np.ndarray:
-    with info.file.open("rb") as f:
-        return to_float32(read_rows(f, info, 0, info.shape[0]), info.dtype, info.shape)
 
 
 def tensor_map(plan: SlicePlan, tensors: dict[str, TensorInfo],
@@ -140,8 +130,8 @@ def tensor_map(plan: SlicePlan, tensors: dict[str, TensorInfo],
     Audio FFN cuts need `orders` (from `audio_unit_orders`, which reads weights) only to be written;
     without them the map still gives every child tensor's name and shape.
     """
-    parent_text = text_prefix(plan.parent)
-    child_text = text_prefix(plan.child)
+    parent_text = plan.parent.text_prefix
+    child_text = plan.child.text_prefix
     cuts = []
     for name in sorted(tensors, key=lambda n: (str(tensors[n].file), tensors[n].start)):
         if name.startswith(parent_text):
@@ -205,32 +195,14 @@ def _merge(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def copy_side_files(parent: Path, out: Path, text_only: bool) -> list[str]:
-    """Tokenizer, processor, generation and chat-template files: every top-level non-weight file."""
-    skip = {"config.json", "README.md", "model.safetensors.index.json"}
-    if text_only:
-        skip |= {"preprocessor_config.json", "processor_config.json"}
-    copied = []
-    for path in sorted(parent.iterdir()):
-        if (path.is_file() and not path.name.startswith(".") and not path.name.endswith(WEIGHT_SUFFIXES)
-                and path.name not in skip):
-            shutil.copy2(path, out / path.name)
-            copied.append(path.name)
-    return copied
-
-
 def slice_checkpoint(parent: Path, out: Path, plan: SlicePlan, *, overwrite: bool = False,
                      max_shard_bytes: int = 4 << 30, progress: bool = True) -> Path:
-    """Write the child checkpoint of `plan` to `out`, atomically (temporary folder, then rename)."""
-    if out.exists() and not overwrite:
-        raise SliceError(f"{out} already exists: choose another folder or pass --overwrite")
+    """Write the child checkpoint of `plan` to `out`; it appears whole or not at all (gemma3n.folders)."""
     tensors = read_tensors(parent)
     check_parent(plan, tensors)
     cuts = tensor_map(plan, tensors, audio_unit_orders(plan, tensors))
     outs = [OutTensor(c.child, tensors[c.parent].dtype, c.shape(tensors[c.parent])) for c in cuts]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
+    with atomic_folder(out, overwrite=overwrite) as work:
         writer = ShardWriter(work, outs, max_shard_bytes)
         total = sum(tensors[c.parent].nbytes for c in cuts)
         handles: dict[Path, object] = {}
@@ -245,14 +217,7 @@ def slice_checkpoint(parent: Path, out: Path, plan: SlicePlan, *, overwrite: boo
             finally:
                 for handle in handles.values():
                     handle.close()
-        (work / "config.json").write_text(json.dumps(plan.child, indent=2, sort_keys=True) + "\n")
-        copy_side_files(parent, work, plan.text_only_child)
+        (work / "config.json").write_text(json.dumps(plan.child.to_json(), indent=2, sort_keys=True) + "\n")
+        copy_side_files(parent, work, text_only=plan.text_only_child)
         (work / "README.md").write_text(model_card(plan, parent, outs))
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     return out
-

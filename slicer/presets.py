@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from slicer.errors import SliceError
+from gemma3n.errors import UserError
 from slicer.plan import SliceSpec
 
 _TERM = re.compile(r"^\s*(\d[\d_]*)\s*$")
@@ -26,7 +26,7 @@ def parse_int(text: str, option: str) -> int:
     for factor in text.split("*"):
         match = _TERM.match(factor)
         if not match or match.group(1).endswith("_") or "__" in match.group(1):
-            raise SliceError(
+            raise UserError(
                 f"{option} has {text.strip()!r}, not a whole number: write widths like 8192 or 2_048 * 4"
             )
         value *= int(match.group(1).replace("_", ""))
@@ -121,4 +121,4 @@ def get_preset(name: str) -> Preset:
         if preset.name.lower() == name.lower():
             return preset
     names = ", ".join(p.name for p in all_presets())
-    raise SliceError(f"unknown preset {name!r}: choose one of {names} (see `matslice presets`)")
+    raise UserError(f"unknown preset {name!r}: choose one of {names} (see `matslice presets`)")

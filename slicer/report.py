@@ -5,21 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slicer.config import e4b_config
+from gemma3n.config import e4b_config
+from gemma3n.errors import UserError
+from gemma3n.safetensors import read_tensors
+from gemma3n.shapes import checkpoint_shapes, numel
 from slicer.plan import DTYPE_BYTES, SlicePlan, count_params, make_plan
 from slicer.presets import all_presets
-from slicer.shapes import checkpoint_shapes, numel
 
 
 def predicted_bytes(plan: SlicePlan, folder: Path | None) -> dict[str, Any]:
     """Bytes of the child's safetensors, exact from the parent's headers when its shards are at hand."""
-    from slicer.errors import SliceError
-    from slicer.shards import read_tensors
-
     if folder is not None:
         try:
             tensors = read_tensors(folder)
-        except SliceError:
+        except UserError:
             tensors = None
         if tensors:
             from slicer.checkpoint import tensor_map
@@ -30,10 +29,10 @@ def predicted_bytes(plan: SlicePlan, folder: Path | None) -> dict[str, Any]:
             return {"bytes": child_bytes, "bytes_source": "parent safetensors headers",
                     "params": count_params(plan.child, None if plan.text_only_child else vision),
                     "parent_params": count_params(plan.parent, vision)}
-    dtype = plan.parent.get("dtype") or plan.parent.get("torch_dtype") or "bfloat16"
-    item = DTYPE_BYTES.get(str(dtype), 2)
+    dtype = plan.parent.weight_dtype
+    item = DTYPE_BYTES.get(dtype, 2)
     count = sum(numel(s) for s in checkpoint_shapes(plan.child).values())
-    count += count_params(plan.child)["vision"]
+    count += count_params(plan.child)["vision"] or 0
     return {"bytes": count * item, "bytes_source": f"config shapes at {dtype}"}
 
 

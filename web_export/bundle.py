@@ -15,25 +15,25 @@ Why these exact files (transformers.js 4.3.1 source, `src/`):
 * tokenizer.json / tokenizer_config.json / chat_template.jinja (`utils/constants.js` CHAT_TEMPLATE_NAME),
   generation_config.json, and for the processor preprocessor_config.json / processor_config.json.
 `manifest.json` records every file's size and sha256 so a deployment can verify what it serves. The bundle is
-built in a sibling temp folder and renamed into place, so a failed build never leaves a half bundle behind.
+built in a hidden sibling folder and renamed into place (`gemma3n.folders.atomic_folder`), so a failed or
+killed build never leaves a half bundle behind.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from slicer.errors import SliceError
+from gemma3n.config import MULTIMODAL_CLASS, parse_config
+from gemma3n.errors import UserError
+from gemma3n.folders import atomic_folder, copy_side_files
 from slicer.plan import count_params
 from web_export.export import ONNX_SUBDIR, trace_sessions
-from web_export.quantize import DTYPES, variant_name, write_variant
+from web_export.quantize import variant_name, write_variant
 from web_export.weights import SessionGraph
 
 REQUIRED_FILES = ("tokenizer.json", "tokenizer_config.json")
@@ -44,7 +44,6 @@ OPTIONAL_FILES = (
     "processor_config.json",
     "special_tokens_map.json",
 )
-MULTIMODAL_ARCH = "Gemma3nForConditionalGeneration"
 MANIFEST_FORMAT = 1
 
 
@@ -62,28 +61,17 @@ def write_bundle(
     symmetric, max_file_bytes, max_tensor_bytes).
     """
     model_dir, out = Path(model_dir), Path(out)
-    dtypes = check_dtypes(dtypes)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        copy_side_files(model_dir, staging)  # first: a missing tokenizer fails before minutes of export
+    missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
+    if missing:  # first: a missing tokenizer fails before minutes of export
+        raise UserError(f"{model_dir} lacks {', '.join(missing)}, which transformers.js needs to tokenize: "
+                        f"copy the tokenizer files from the checkpoint it was sliced from")
+    with atomic_folder(out, overwrite=True) as staging:
+        copy_side_files(model_dir, staging, names=REQUIRED_FILES + OPTIONAL_FILES)
         sessions = build_sessions(model_dir, staging / ONNX_SUBDIR, dtypes, modalities, quantize_options)
         source_config = read_json(model_dir / "config.json")
         write_json(staging / "config.json", bundle_config(source_config, sessions, dtypes))
         write_json(staging / "manifest.json", manifest(staging, source_config, sessions, dtypes))
-        replace_dir(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out
-
-
-def check_dtypes(dtypes: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    dtypes = tuple(dict.fromkeys(dtypes))
-    unknown = [d for d in dtypes if d not in DTYPES]
-    if not dtypes or unknown:
-        raise ValueError(f"dtypes must be a non-empty subset of {list(DTYPES)}, got {list(dtypes)}")
-    return dtypes
 
 
 def build_sessions(
@@ -115,17 +103,6 @@ def write_session(graph: SessionGraph, dtype: str, onnx_dir: Path, options: dict
     }
 
 
-def copy_side_files(model_dir: Path, out: Path) -> None:
-    """Tokenizer, generation and processor files, byte for byte."""
-    missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
-    if missing:
-        raise SliceError(f"{model_dir} lacks {', '.join(missing)}, which transformers.js needs to tokenize: "
-                         f"copy the tokenizer files from the checkpoint it was sliced from")
-    for name in REQUIRED_FILES + OPTIONAL_FILES:
-        if (model_dir / name).is_file():
-            shutil.copyfile(model_dir / name, out / name)
-
-
 def bundle_config(
     source: dict[str, Any], sessions: dict[str, dict[str, dict[str, Any]]], dtypes: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -151,7 +128,7 @@ def runtime_config(source: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"not a Gemma 3n config: model_type={source.get('model_type')!r}")
     top = {key: source[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id", "matslice") if key in source}
     return {
-        "architectures": [MULTIMODAL_ARCH],
+        "architectures": [MULTIMODAL_CLASS],
         "model_type": "gemma3n",
         **top,
         "text_config": dict(source),
@@ -171,7 +148,7 @@ def manifest(
         "default_dtype": dtypes[0],
         "sessions": sessions,
         "largest_tensor": largest_overall(sessions),
-        "params": count_params(source),
+        "params": count_params(parse_config(source, "config.json")),
         "matslice": source.get("matslice"),
         "files": file_records(root),
     }
@@ -209,16 +186,3 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-
-
-def replace_dir(staging: Path, out: Path) -> None:
-    """Move `staging` to `out`, replacing an older bundle there; the old one is removed only after the swap."""
-    os.chmod(staging, 0o755)
-    if not out.exists():
-        staging.rename(out)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    old.rmdir()
-    out.rename(old)
-    staging.rename(out)
-    shutil.rmtree(old)

@@ -27,11 +27,11 @@ from transformers import (
 )
 from transformers.models.gemma3n.modeling_gemma3n import Gemma3nTextMLP
 
-from slicer.errors import SliceError
-from web_export.weights import CheckpointTensor, checkpoint_files
+from gemma3n.config import load_config
+from gemma3n.errors import UserError
+from gemma3n.safetensors import read_tensors
+from web_export.weights import CheckpointTensor
 
-MULTIMODAL_TYPE = "gemma3n"
-TEXT_ONLY_TYPE = "gemma3n_text"
 DEFAULT_IMAGE_SIZE = (768, 768)  # Gemma 3n's published image processor
 
 
@@ -56,7 +56,7 @@ class Gemma3nParts:
 def load_parts(model_dir: Path) -> Gemma3nParts:
     """Load the checkpoint at `model_dir` and name its parts (zeroed audio FFN units physically dropped)."""
     model = load_model(model_dir)
-    drop_dead_audio_units(model, json.loads((Path(model_dir) / "config.json").read_text()))
+    drop_dead_audio_units(model, load_config(Path(model_dir)).live_audio_ffn)
     return split_parts(model, read_image_size(model_dir))
 
 
@@ -76,23 +76,23 @@ def load_skeleton(model_dir: Path) -> Gemma3nParts:
         model = cls(config)
     if getattr(config, "tie_word_embeddings", True):
         model.tie_weights()
-    files = checkpoint_files(model_dir)
+    tensors = read_tensors(model_dir)
     placeholders: dict[int, nn.Parameter] = {}
     sources: dict[int, CheckpointTensor] = {}
     for name, param in model.named_parameters(remove_duplicate=False):
         if id(param) not in placeholders:  # the first name of a tied parameter is the one the checkpoint stores
-            if name not in files:
-                raise SliceError(f"{model_dir} has no tensor {name!r}: not a complete {config.model_type} checkpoint; "
-                                 "re-download or re-slice it")
-            source = CheckpointTensor(files[name], name)
+            if name not in tensors:
+                raise UserError(f"{model_dir} has no tensor {name!r}: not a complete {config.model_type} checkpoint; "
+                                "re-download or re-slice it")
+            source = CheckpointTensor(tensors[name])
             if source.stored_shape != tuple(param.shape):
-                raise SliceError(f"{model_dir}: tensor {name!r} is {list(source.stored_shape)} but config.json "
-                                 f"implies {list(param.shape)}; the config does not belong to these weights")
+                raise UserError(f"{model_dir}: tensor {name!r} is {list(source.stored_shape)} but config.json "
+                                f"implies {list(param.shape)}; the config does not belong to these weights")
             placeholder = _placeholder(param.shape)
             placeholders[id(param)], sources[id(placeholder)] = placeholder, source
         module_name, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(module_name), leaf, placeholders[id(param)])
-    drop_dead_audio_units(model, json.loads((model_dir / "config.json").read_text()), sources)
+    drop_dead_audio_units(model, load_config(model_dir).live_audio_ffn, sources)
     return replace(split_parts(model.eval(), read_image_size(model_dir)), sources=sources)
 
 
@@ -117,14 +117,14 @@ def _placeholder(shape: torch.Size) -> nn.Parameter:
     return nn.Parameter(torch.zeros((), dtype=torch.float32).expand(shape), requires_grad=False)
 
 
-def drop_dead_audio_units(model: nn.Module, config: dict, sources: dict[int, CheckpointTensor] | None = None) -> int:
+def drop_dead_audio_units(model: nn.Module, live: int | None,
+                          sources: dict[int, CheckpointTensor] | None = None) -> int:
     """Narrow every conformer feed-forward to the live width a slice recorded (`matslice.audio.ffn_dim`).
 
     Transformers hard-codes the 4H width, so `matslice slice --audio-ffn-dim N` keeps the full tensors with
     the kept units first and the rest zero; the exported graph carries only the first N. Returns N or 0.
     In a skeleton the narrowed placeholders read only the kept rows/columns of their checkpoint tensors.
     """
-    live = ((config.get("matslice") or {}).get("audio") or {}).get("ffn_dim")
     if not live or not isinstance(model, Gemma3nForConditionalGeneration):
         return 0
     for block in model.model.audio_tower.conformer:
@@ -166,18 +166,9 @@ def read_image_size(model_dir: Path) -> tuple[int, int]:
     return DEFAULT_IMAGE_SIZE
 
 
-def read_model_type(model_dir: Path) -> str:
-    """The `model_type` of a saved checkpoint, checked to be one this package exports."""
-    model_type = json.loads((Path(model_dir) / "config.json").read_text())["model_type"]
-    if model_type not in (MULTIMODAL_TYPE, TEXT_ONLY_TYPE):
-        raise ValueError(f"not a Gemma 3n checkpoint: model_type={model_type!r}")
-    return model_type
-
-
 def model_class(model_dir: Path) -> type[Gemma3nForConditionalGeneration | Gemma3nForCausalLM]:
-    if read_model_type(model_dir) == TEXT_ONLY_TYPE:
-        return Gemma3nForCausalLM
-    return Gemma3nForConditionalGeneration
+    """The transformers class of a checkpoint folder (its config.json checked to be Gemma 3n)."""
+    return Gemma3nForConditionalGeneration if load_config(Path(model_dir)).multimodal else Gemma3nForCausalLM
 
 
 def load_model(model_dir: Path) -> nn.Module:
@@ -204,7 +195,7 @@ def split_parts(model: nn.Module, image_size: tuple[int, int] = DEFAULT_IMAGE_SI
 def freeze_sparsity_cutoffs(text_model: nn.Module) -> int:
     """Replace the per-call Normal.icdf of activation sparsity by its value computed once in eager.
 
-    The dynamo exporter cannot lower `prims.erf_inv` (export-traps.md, trap 1). The icdf depends only on
+    The dynamo exporter cannot lower `prims.erf_inv` (web_export/TRAPS.md). The icdf depends only on
     the configured sparsity, so a float32 constant computed here by the very same call gives bit-identical
     outputs. Returns how many MLPs were patched.
     """

@@ -19,7 +19,7 @@ class AudioEncoderSession(nn.Module):
     """(input_features [B,T,F] float, input_features_mask [B,T] bool) -> audio_features [B,N,H].
 
     Mask polarity: the feature extractor (and transformers.js) send True for valid frames; the audio
-    tower wants True for padding (export-traps.md, trap 7), so the mask is inverted here, as
+    tower wants True for padding (web_export/TRAPS.md), so the mask is inverted here, as
     `Gemma3nModel.forward` does.
     """
 

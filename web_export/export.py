@@ -7,11 +7,11 @@ each one is read from when a variant is written (`quantize.write_variant`, one b
 While the graph is optimized the weights are graph inputs, so constant folding can neither see the
 placeholders' zeros nor materialise transposed copies of the weights.
 `export_onnx` writes the fp32 variant: `onnx/<session>.onnx` with chunked `onnx/<session>.onnx_data*`.
-Three properties matter beyond "it loads":
+Three properties matter beyond "it loads" (web_export/TRAPS.md has the traps behind them):
 * dynamo export only: the TorchScript exporter bakes the empty-cache and q_length == 1 branches into
-  the graph and cannot export the audio tower (export-traps.md, trap 3);
-* no build paths or stack traces in the files: the dynamo exporter stores them in metadata_props
-  (trap 2), so all metadata and doc strings are dropped;
+  the graph and cannot export the audio tower;
+* no build paths or stack traces in the files: the dynamo exporter stores them in metadata_props, so
+  all metadata and doc strings are dropped when a variant is saved (`quantize.strip_metadata`);
 * byte-identical output for the same checkpoint, in any process: `Gemma3nTextModel.forward` iterates
   `set(layer_types)`, whose order follows the per-process string hash seed and reorders the rotary
   nodes; and output axis names are sympy expressions whose term order can vary. Tracing sees a sorted
@@ -94,7 +94,6 @@ def trace_session(spec: SessionSpec, sources: dict[int, CheckpointTensor]) -> Se
     read = {v.name for v in weights.values() if v.uses()}
     for value in weights.values():
         model.graph.inputs.remove(value)
-    strip_metadata(model)
     name_output_axes(model)
     proto = ir.serde.serialize_model(model)
     stubs = [stub(name, onnx.TensorProto.FLOAT, v.shape.numpy()) for name, v in weights.items() if name in read]
@@ -149,45 +148,6 @@ def hash_independent_layer_type_order() -> Iterator[None]:
 
 def _sorted_unique(items: Iterable) -> list:
     return sorted(builtins.set(items))
-
-
-def strip_metadata(model: ir.Model) -> None:
-    """Drop metadata_props and doc strings everywhere: they carry local paths and stack traces."""
-    graphs: list[ir.Graph | ir.Function] = [model.graph, *model.functions.values()]
-    for graph in graphs:
-        graphs.extend(subgraphs(graph))
-    model.metadata_props.clear()
-    model.doc_string = None
-    for graph in graphs:
-        graph.metadata_props.clear()
-        graph.doc_string = None
-        for value in graph_values(graph):
-            value.metadata_props.clear()
-            value.doc_string = None
-        for node in graph:
-            node.metadata_props.clear()
-            node.doc_string = None
-
-
-def subgraphs(graph: ir.Graph | ir.Function) -> list[ir.Graph]:
-    """Graphs held in node attributes (If/Loop/Scan bodies), one level down."""
-    found: list[ir.Graph] = []
-    for node in graph:
-        for attr in node.attributes.values():
-            if attr.type == ir.AttributeType.GRAPH:
-                found.append(attr.value)
-            elif attr.type == ir.AttributeType.GRAPHS:
-                found.extend(attr.value)
-    return found
-
-
-def graph_values(graph: ir.Graph | ir.Function) -> Iterable[ir.Value]:
-    yield from graph.inputs
-    yield from graph.outputs
-    if isinstance(graph, ir.Graph):
-        yield from graph.initializers.values()
-    for node in graph:
-        yield from node.outputs
 
 
 def name_output_axes(model: ir.Model) -> None:

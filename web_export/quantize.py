@@ -25,14 +25,13 @@ import onnx
 from onnx import TensorProto
 from tqdm import tqdm
 
-from slicer.errors import SliceError
+from gemma3n.dtypes import DTYPES
+from gemma3n.errors import UserError
 from web_export.int8 import lower_matmuls_q8
 from web_export.lookup import lower_lookups
 from web_export.nbits import lower_matmuls
 from web_export.weights import ArrayTensor, Derived, Pending, SessionGraph, Source, Transposed, stub
 
-SUFFIXES = {"fp32": "", "fp16": "_fp16", "q8": "_quantized", "q4": "_q4", "q4f16": "_q4f16"}
-DTYPES = tuple(SUFFIXES)
 # Chrome refuses ArrayBuffers of 0x7fe00000 bytes (~2 GiB) and more; stay well below so a chunk is always
 # fetchable, yet above 1 GiB so the largest tensor WebGPU can hold (MAX_TENSOR_BYTES) still fits one chunk.
 DEFAULT_MAX_FILE_BYTES = 1_500_000_000
@@ -53,9 +52,7 @@ class SavedModel:
 
 def variant_name(session: str, dtype: str) -> str:
     """`<session><suffix>.onnx`, the file name transformers.js asks for."""
-    if dtype not in SUFFIXES:
-        raise ValueError(f"unknown dtype {dtype!r}; known: {list(SUFFIXES)}")
-    return f"{session}{SUFFIXES[dtype]}.onnx"
+    return f"{session}{DTYPES[dtype].suffix}.onnx"
 
 
 def quantize(fp32_onnx: Path, dtype: str, out: Path, **options: Any) -> Path:
@@ -101,21 +98,21 @@ def write_variant(
     stays flat whatever the model size; fp16 and q4f16 too, as onnxruntime's float16 converter only retypes
     the data-less weights and their values are halved as they are written.
     """
-    if dtype not in SUFFIXES:
-        raise ValueError(f"unknown dtype {dtype!r}; known: {list(SUFFIXES)}")
+    kind = DTYPES[dtype]
     model = onnx.ModelProto()
     model.CopyFrom(graph.model)
     pending = Pending(model.graph)
-    if dtype in ("q4", "q4f16"):
+    if kind.matmul == "int4":
         lower_matmuls(model, graph.weights, pending, block=block_size, symmetric=symmetric)
-        lower_lookups(model, graph.weights, pending, bits=4, block_size=block_size, max_tensor_bytes=max_tensor_bytes)
-    if dtype == "q8":
+    elif kind.matmul == "int8":
         lower_matmuls_q8(model, graph.weights, pending)
-        lower_lookups(model, graph.weights, pending, bits=8, block_size=32, max_tensor_bytes=max_tensor_bytes)
+    if kind.lookup_bits:
+        lower_lookups(model, graph.weights, pending, bits=kind.lookup_bits,
+                      block_size=block_size if kind.lookup_bits == 4 else 32, max_tensor_bytes=max_tensor_bytes)
     fold_weights(model, graph.weights, pending)
     # fail before minutes of writing; fp16 will halve the float weights
-    check_tensor_limit(model, max_tensor_bytes, max_file_bytes, float_bytes=2 if dtype.endswith("16") else 4)
-    if dtype in ("fp16", "q4f16"):
+    check_tensor_limit(model, max_tensor_bytes, max_file_bytes, float_bytes=kind.float_bytes)
+    if kind.float_bytes == 2:
         model, pending = to_fp16(model, pending)
     return save_chunked(model, path, pending=pending, max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes)
 
@@ -230,6 +227,9 @@ def strip_metadata(model: onnx.ModelProto) -> None:
     for function in model.functions:
         function.doc_string = ""
         del function.metadata_props[:]
+        for node in function.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
 
 
 def all_graphs(model: onnx.ModelProto) -> list[onnx.GraphProto]:
@@ -270,12 +270,12 @@ def check_tensor_limit(
     """Fail on any weight above `limit` (one WebGPU buffer) or above `max_file_bytes` (one data chunk)."""
     name, size = largest_tensor(model, float_bytes)
     if limit is not None and size > limit:
-        raise SliceError(
+        raise UserError(
             f"initializer {name!r} is {size:,} bytes, over the {limit:,}-byte single-tensor limit "
             "(one WebGPU buffer); quantize it further (--dtype q4) or split the table"
         )
     if size > max_file_bytes:
-        raise SliceError(
+        raise UserError(
             f"initializer {name!r} is {size:,} bytes, over the {max_file_bytes:,}-byte external data chunk size; "
             "a tensor cannot span two chunks"
         )

@@ -19,11 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from gemma3n.modalities import ENCODER_SESSIONS
 from web_export.checkpoint import Gemma3nParts
 from web_export.decoder import DecoderSession, EmbedTokensSession, kv_layer_count
 from web_export.encoders import AudioEncoderSession, VisionEncoderSession
-
-MODALITY_SESSIONS = {"audio": "audio_encoder", "vision": "vision_encoder"}
 
 BATCH = "batch_size"
 SEQUENCE = "sequence_length"
@@ -135,10 +134,10 @@ def wanted_modalities(parts: Gemma3nParts, modalities: set[str] | None) -> set[s
     A text-only checkpoint has no encoders; asking it for one is an error rather than a silent omission,
     since the bundle would then fail in the browser.
     """
-    wanted = set(MODALITY_SESSIONS) if modalities is None and parts.is_multimodal else set(modalities or ())
-    unknown = wanted - set(MODALITY_SESSIONS)
+    wanted = set(ENCODER_SESSIONS) if modalities is None and parts.is_multimodal else set(modalities or ())
+    unknown = wanted - set(ENCODER_SESSIONS)
     if unknown:
-        raise ValueError(f"unknown modalities {sorted(unknown)}; known: {sorted(MODALITY_SESSIONS)}")
+        raise ValueError(f"unknown modalities {sorted(unknown)}; known: {sorted(ENCODER_SESSIONS)}")
     if wanted and not parts.is_multimodal:
         raise ValueError(f"text-only checkpoint has no {sorted(wanted)} encoder")
     return wanted

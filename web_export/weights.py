@@ -9,21 +9,16 @@ variant ever holds a whole embedding table in fp32, and peak memory does not gro
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import onnx
-import torch
 from onnx import TensorProto
-from safetensors import safe_open
 
-from slicer.errors import SliceError
+from gemma3n.safetensors import TensorInfo, read_float
 
 BLOCK_BYTES = 64 << 20  # fp32 bytes of one block of rows
 
@@ -41,18 +36,16 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class CheckpointTensor:
-    """One tensor of a safetensors file, optionally narrowed to its first `keep_rows` rows / `keep_cols` columns
+    """One tensor of a safetensors shard, optionally narrowed to its first `keep_rows` rows / `keep_cols` columns
     (the audio FFN units a slice zeroed are physically dropped this way)."""
 
-    file: Path
-    key: str
+    info: TensorInfo
     keep_rows: int | None = None
     keep_cols: int | None = None
 
-    @cached_property
+    @property
     def stored_shape(self) -> tuple[int, ...]:
-        with safe_open(self.file, framework="pt") as handle:
-            return tuple(handle.get_slice(self.key).get_shape())
+        return self.info.shape
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -63,26 +56,17 @@ class CheckpointTensor:
             shape[1] = self.keep_cols
         return tuple(shape)
 
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        if len(self.stored_shape) < 2:
+            return read_float(self.info)  # norms and scales: small, always read whole
+        return read_float(self.info, slice(start, stop), slice(0, self.shape[1]))
+
     def cols(self, start: int, stop: int) -> np.ndarray:
         """Columns [start, stop) of every kept row (a strided read: one short run per row)."""
-        stop = min(stop, self.shape[1])
-        with safe_open(self.file, framework="pt") as handle:
-            block = handle.get_slice(self.key)[: self.shape[0], start:stop]
-        return block.to(torch.float32).numpy()
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        with safe_open(self.file, framework="pt") as handle:
-            view = handle.get_slice(self.key)
-            if len(self.stored_shape) < 2:
-                block = handle.get_tensor(self.key)  # norms and scales: small, always read whole
-            elif self.keep_cols is not None:
-                block = view[start:stop, : self.keep_cols]
-            else:
-                block = view[start:stop]
-        return block.to(torch.float32).numpy()
+        return read_float(self.info, slice(0, self.shape[0]), slice(start, min(stop, self.shape[1])))
 
     def narrowed(self, rows: int | None = None, cols: int | None = None) -> CheckpointTensor:
-        return CheckpointTensor(self.file, self.key, rows or self.keep_rows, cols or self.keep_cols)
+        return CheckpointTensor(self.info, rows or self.keep_rows, cols or self.keep_cols)
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,21 +113,6 @@ def row_blocks(source: Source) -> Iterator[np.ndarray]:
     step = max(1, BLOCK_BYTES // (4 * math.prod(shape[1:])))
     for start in range(0, shape[0], step):
         yield source.rows(start, min(shape[0], start + step))
-
-
-def checkpoint_files(model_dir: Path) -> dict[str, Path]:
-    """{tensor name: safetensors file} for a checkpoint folder, sharded (index.json) or single-file."""
-    model_dir = Path(model_dir)
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        weight_map = json.loads(index.read_text())["weight_map"]
-        return {key: model_dir / name for key, name in weight_map.items()}
-    single = model_dir / "model.safetensors"
-    if not single.is_file():
-        raise SliceError(f"{model_dir} has no model.safetensors or model.safetensors.index.json: "
-                         "pass a Hugging Face checkpoint folder")
-    with safe_open(single, framework="pt") as handle:
-        return {key: single for key in handle.keys()}  # noqa: SIM118 (not iterable)
 
 
 def stub(name: str, data_type: int, dims: list[int] | tuple[int, ...]) -> TensorProto:

@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evaluation.compare import evaluate, windows
 from evaluation.data import TEXT, read_wav
+from gemma3n.config import load_config
+from gemma3n.errors import UserError
 from slicer.checkpoint import slice_checkpoint
-from slicer.config import load_config
-from slicer.errors import SliceError
 from slicer.plan import SliceSpec, make_plan
 
 
@@ -66,23 +66,23 @@ def test_audio_cosine_on_speech(tiny_multimodal, tmp_path):
 
 
 def test_cli_json_and_bad_input(tiny_text, text_child, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "slicer.cli", "eval", str(text_child), str(tiny_text), "--json",
+    done = subprocess.run([sys.executable, "-m", "matslice", "eval", str(text_child), str(tiny_text), "--json",
                            "--window", "64", "--no-audio"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)["text"]) >= {"parent_perplexity", "variant_perplexity", "kl_mean",
                                                      "top1_agreement"}
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....not a wav")
-    with pytest.raises(SliceError, match="not a readable PCM WAV"):
+    with pytest.raises(UserError, match="not a readable PCM WAV"):
         read_wav(bad)
-    done = subprocess.run([sys.executable, "-m", "slicer.cli", "eval", str(tmp_path / "nope"), str(tiny_text)],
+    done = subprocess.run([sys.executable, "-m", "matslice", "eval", str(tmp_path / "nope"), str(tiny_text)],
                           capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.startswith("error: ")
 
 
 def test_default_model_and_its_nested_slice():
     """With no folders, eval compares the embedded default model with its E2B-like MatFormer slice."""
-    done = subprocess.run([sys.executable, "-m", "slicer.cli", "eval", "--json", "--no-audio", "--window", "64"],
+    done = subprocess.run([sys.executable, "-m", "matslice", "eval", "--json", "--no-audio", "--window", "64"],
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -90,5 +90,5 @@ def test_default_model_and_its_nested_slice():
     text = result["text"]
     assert text["kl_mean"] > 0 and 0.5 < text["top1_agreement"] < 1.0
     assert text["parent_perplexity"] < text["variant_perplexity"]
-    one = subprocess.run([sys.executable, "-m", "slicer.cli", "eval", result["parent"]], capture_output=True, text=True)
+    one = subprocess.run([sys.executable, "-m", "matslice", "eval", result["parent"]], capture_output=True, text=True)
     assert one.returncode == 2 and "give both VARIANT and PARENT" in one.stderr

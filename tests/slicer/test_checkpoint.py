@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import MATSLICE, kill_when, partials
 from torch import nn
 from transformers import AutoModelForCausalLM, Gemma3nForConditionalGeneration
 
+from gemma3n.config import load_config
 from slicer.checkpoint import slice_checkpoint
-from slicer.config import load_config
 from slicer.plan import SliceSpec, make_plan
 
 SKIP = (1, 6)  # an own-KV layer and a KV-sharing layer of the 8-layer tiny model
@@ -163,3 +167,33 @@ def test_text_only_parent(tiny_text, tmp_path):
         got = child(input_ids=ids).logits
     assert (got - expected).abs().max().item() <= 1e-5
     assert json.loads((out / "config.json").read_text())["num_kv_shared_layers"] == 0
+
+
+def test_slicing_across_filesystems(tiny_multimodal, multimodal_slice, tmp_path):
+    """A model on one disk, OUT on another: the kernel's copy_file_range refuses (EXDEV on older kernels and for
+    some filesystems), and the copy falls back without changing a byte."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or other.stat().st_dev == tiny_multimodal.stat().st_dev:
+        pytest.skip("no second filesystem (/dev/shm) to slice onto")
+    plan, out = multimodal_slice
+    target = Path(tempfile.mkdtemp(dir=other)) / "child"
+    try:
+        slice_checkpoint(tiny_multimodal, target, plan, max_shard_bytes=1 << 20, progress=False)
+        assert _sha(target) == _sha(out)
+    finally:
+        shutil.rmtree(target.parent)
+
+
+def test_killed_slice_leaves_no_child(tiny_multimodal, tmp_path):
+    """kill -9 while shards are being written: OUT does not exist, and the next slice removes the leftovers."""
+    out = tmp_path / "child"
+
+    def writing() -> bool:
+        return any(p.glob("*.safetensors") for p in partials(tmp_path))
+
+    args = ["slice", str(tiny_multimodal), str(out), "--layers-to-skip", "6", "--max-shard-size", "1MB"]
+    assert kill_when(args, writing), "the slice finished before it could be killed"
+    assert not out.exists() and partials(tmp_path)
+    done = subprocess.run([*MATSLICE, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (out / "config.json").is_file() and not partials(tmp_path)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-MATSLICE = [sys.executable, "-m", "slicer.cli"]
+MATSLICE = [sys.executable, "-m", "matslice"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:

@@ -10,12 +10,12 @@ import torch
 from transformers import Gemma3nConfig
 from transformers.models.gemma3n.modeling_gemma3n import Gemma3nForConditionalGeneration
 
-from slicer.config import e4b_config
-from slicer.errors import SliceError
+from gemma3n.config import e4b_config
+from gemma3n.errors import UserError
+from gemma3n.shapes import checkpoint_shapes
 from slicer.plan import SliceSpec, count_params, make_plan
 from slicer.presets import OUR_PRESETS, get_preset, parse_int_list
 from slicer.report import presets_table
-from slicer.shapes import checkpoint_shapes
 
 REPRODUCED = {"E4B", "E2B", "E1.96B-layer", "E3.18B-layer"}
 
@@ -24,7 +24,7 @@ def test_csv_expressions_parse_without_eval():
     assert parse_int_list("[2_048 * 4, 2_048 * 8]", "x") == (8192, 16384)
     assert parse_int_list("20, 21,22", "x") == (20, 21, 22)
     for bad in ("__import__('os')", "2048.5", "2_048 ** 4", "1e3", "-5"):
-        with pytest.raises(SliceError, match="not a whole number"):
+        with pytest.raises(UserError, match="not a whole number"):
             parse_int_list(bad, "--ffn-dims")
 
 
@@ -52,7 +52,7 @@ def test_our_presets_are_sub_billion_and_named_by_their_count():
 def test_full_size_child_config_instantiates_with_the_planned_shapes(name):
     plan = make_plan(e4b_config(), get_preset(name).spec())
     with torch.device("meta"):
-        model = Gemma3nForConditionalGeneration(Gemma3nConfig(**plan.child))
+        model = Gemma3nForConditionalGeneration(Gemma3nConfig(**plan.child.to_json()))
     state = {k: tuple(v.shape) for k, v in model.state_dict().items()
              if not k.startswith("model.vision_tower.") and k != "lm_head.weight"}
     assert state == checkpoint_shapes(plan.child)
@@ -64,7 +64,7 @@ def test_full_size_child_config_instantiates_with_the_planned_shapes(name):
 
 def test_e2b_kv_sharing_rederived():
     plan = make_plan(e4b_config(), get_preset("E2B").spec())
-    text = plan.child["text_config"]
+    text = plan.child.to_json()["text_config"]
     assert text["num_kv_shared_layers"] == 10 and text["num_hidden_layers"] == 30
     assert text["layer_types"][19] == "full_attention" and text["layer_types"][18] == "sliding_attention"
     assert all(isinstance(s, float) for s in text["activation_sparsity_pattern"])
@@ -84,18 +84,19 @@ def test_e2b_kv_sharing_rederived():
     (SliceSpec(modalities=("text", "smell")), "unknown modality"),
 ])
 def test_invalid_slices_are_refused(spec, message):
-    with pytest.raises(SliceError, match=message):
+    with pytest.raises(UserError, match=message):
         make_plan(e4b_config(), spec)
 
 
 def test_store_layer_may_go_with_all_its_readers():
     plan = make_plan(e4b_config(), SliceSpec(layers_to_skip=tuple(range(18, 35))))
-    assert plan.child["text_config"]["num_kv_shared_layers"] == 0
+    assert plan.child.text.num_kv_shared_layers == 0
 
 
 def test_plan_command_imports_no_torch():
-    code = ("import sys; from slicer.cli import main; main(['plan', '--preset', 'E2B', '--json']); "
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
+    code = ("import sys; from matslice.cli import main; main(['plan', '--preset', 'E2B', '--json']); "
+            "heavy = [m for m in ('torch', 'transformers', 'onnx', 'onnxruntime', 'gradio') if m in sys.modules]; "
+            "assert not heavy, heavy")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert '"kept_layers"' in done.stdout

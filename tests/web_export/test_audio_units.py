@@ -9,8 +9,8 @@ import onnxruntime as ort
 import torch
 from transformers import Gemma3nForConditionalGeneration
 
+from gemma3n.config import load_config
 from slicer.checkpoint import slice_checkpoint
-from slicer.config import load_config
 from slicer.plan import SliceSpec, make_plan
 from web_export.checkpoint import load_parts
 from web_export.encoders import AudioEncoderSession

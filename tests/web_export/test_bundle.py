@@ -1,14 +1,17 @@
 """Bundles of the tiny checkpoints: layout transformers.js expects, manifest, determinism, and Node == PyTorch.
 
-The Node tests run transformers.js 4.3.1 from tests/web_export/node (`npm ci --ignore-scripts` there); without
-its node_modules they skip and say so. fp32 greedy ids must equal PyTorch's exactly; q4 is only required to
-load and generate, since 4-bit rounding of random weights changes the argmax (export-traps.md, trap 8).
+The Node tests run transformers.js 4.3.1 from node/ (web_export/node.py installs it with `npm ci --ignore-scripts`);
+without Node.js they skip and say so. fp32 greedy ids must equal PyTorch's exactly; q4 is only required to load and
+generate here, since 4-bit rounding of random weights changes the argmax (web_export/TRAPS.md); `matslice verify`
+checks q4 exactly against PyTorch on the dequantized weights (tests/evaluation/test_verify.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +20,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from slicer.plan import count_params
+from evaluation.parity import TorchInputs, fixed_inputs, torch_greedy
+from gemma3n.config import parse_config
+from gemma3n.safetensors import read_tensors
 from web_export.bundle import write_bundle
 from web_export.checkpoint import load_parts
-from web_export.node_check import node_generate, node_unavailable_reason
-from web_export.parity import ParityInputs, fixed_inputs, torch_greedy
+from web_export.node import node_generate
 from web_export.quantize import check_tensor_limit, external_chunk_count, quantize
 
 DTYPES = ("fp32", "q4")
@@ -30,7 +34,7 @@ ALL_SESSIONS = (*TEXT_SESSIONS, "audio_encoder", "vision_encoder")
 HELLO_WORLD = [2, 48, 77, 84, 84, 87, 118, 87, 90, 84, 76]  # the tiny tokenizer's "<bos>Hello world"
 STEPS = 15  # prompt + 16 new tokens passes the tiny model's 16-token sliding window
 
-needs_node = pytest.mark.skipif(node_unavailable_reason() is not None, reason=str(node_unavailable_reason()))
+needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is not on PATH: install Node.js 20+")
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +98,11 @@ def test_manifest_lists_every_file(which: str, request) -> None:
         data = (bundle / name).read_bytes()
         assert record == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     source_config = read(source, "config.json")
-    assert manifest["params"] == count_params(source_config)
+    tensors = read_tensors(source)  # counted from the checkpoint's own headers, not from the config
+    prefix = parse_config(source_config, "test").text_prefix
+    assert manifest["params"]["text"] == sum(math.prod(t.shape) for n, t in tensors.items() if n.startswith(prefix))
+    audio = sum(math.prod(t.shape) for n, t in tensors.items() if n.startswith("model.audio_tower."))
+    assert manifest["params"]["audio"] == audio
     assert manifest["matslice"] == source_config.get("matslice")
     assert manifest["dtypes"] == list(DTYPES)
     for variants in manifest["sessions"].values():
@@ -192,7 +200,7 @@ def torch_ids(
     parts = load_parts(model_dir)
     inputs = fixed_inputs(parts, modalities)
     if prompt is not None:
-        inputs = ParityInputs(input_ids=torch.tensor([prompt]))
+        inputs = TorchInputs(input_ids=torch.tensor([prompt]))
     _, ids = torch_greedy(parts, inputs, STEPS)
     eos = read(model_dir, "generation_config.json")["eos_token_id"]
     eos = set(eos if isinstance(eos, list) else [eos])

@@ -1,14 +1,14 @@
-"""`matslice export` and `matslice verify` as users run them, on the tiny text-only checkpoint."""
+"""`matslice export` and `matslice verify` as users run them, on the tiny text-only checkpoint: the bundle checks
+out, bad input is one `error:` line, and a killed export leaves no bundle behind."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
-import sys
 
 import pytest
-
-MATSLICE = [sys.executable, "-m", "slicer.cli"]
+from conftest import MATSLICE, kill_when, partials
 
 
 def run(*args) -> subprocess.CompletedProcess:
@@ -25,9 +25,11 @@ def test_export_then_verify(tiny_text, tmp_path):
     assert done.returncode == 0, done.stderr
     reports = json.loads(done.stdout)
     report = reports["fp32"]
-    assert report["max_abs_logits_diff"] <= 1e-4 and report["ids_match"] and len(report["per_step"]) > 16
+    assert report["passed"] and report["max_abs_logits_diff"] <= 1e-4 and report["ids_match"]
+    assert len(report["per_step"]) > 16  # 13 prompt tokens + 24 steps: past the 16-token sliding window
     q4 = reports["q4"]  # against PyTorch running the q4 graphs' own dequantized weights
-    assert q4["asserted"] and q4["max_abs_logits_diff"] <= 1e-4 and q4["ids_match"]
+    assert q4["passed"] and q4["max_abs_logits_diff"] <= 1e-4 and q4["ids_match"]
+    assert "dequantized" in q4["reference"]
 
 
 @pytest.mark.parametrize("args,fragment", [
@@ -50,3 +52,28 @@ def test_export_refuses_non_gemma_and_unwritable(tiny_text, tmp_path):
     (tmp_path / "file").write_text("not a folder")
     done = run("export", tiny_text, tmp_path / "file" / "b")
     assert done.returncode == 2 and "cannot write under" in done.stderr
+
+
+def test_corrupt_safetensors_header_is_one_error_line(tiny_text, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_text, broken)
+    data = bytearray((broken / "model.safetensors").read_bytes())
+    data[8:40] = b"{ this is not json at all ......"
+    (broken / "model.safetensors").write_bytes(bytes(data))
+    for command in (("export", broken, tmp_path / "b"), ("slice", broken, tmp_path / "c", "--layers-to-skip", "1")):
+        done = run(*command)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("error: shard ") and "corrupt" in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_killed_export_leaves_no_bundle(tiny_text, tmp_path):
+    """kill -9 once the session files are being written: no bundle under OUT for a later run or a page to take."""
+    out = tmp_path / "bundle"
+
+    def writing() -> bool:
+        return any(p.glob("onnx/*.onnx*") for p in partials(tmp_path))
+
+    assert kill_when(["export", str(tiny_text), str(out), "--dtype", "fp32,q4"], writing)
+    assert not out.exists() and partials(tmp_path)

@@ -1,7 +1,7 @@
 """fp32 ONNX export of the tiny Gemma 3n checkpoints: session contract, parity, clean and reproducible files.
 
 Parity is end to end, against the stock transformers model, with the sessions driven the way transformers.js
-drives them (web_export.parity): a prefill and 24 cached greedy steps, far past the 16-token sliding window,
+drives them (evaluation.parity): a prefill and 24 cached greedy steps, far past the 16-token sliding window,
 so the mask-based window over a full-history cache, the KV-sharing layers and the modality merge all count.
 The dynamo exporter is the slow part (on two cores about 30 s for the text sessions, 85 s with the
 encoders), so each checkpoint is exported once per module; only the byte-identity check exports again, in a
@@ -21,9 +21,10 @@ import pytest
 import torch
 from transformers import DynamicCache
 
+from evaluation.parity import check_parity
 from web_export.checkpoint import load_parts
 from web_export.export import export_onnx
-from web_export.parity import OnnxGemma3n, ParityInputs, check_parity, position_ids
+from web_export.runtime import BundleRuntime, position_ids
 
 MAX_DIFF = 1e-4
 DECODE_STEPS = 24
@@ -133,7 +134,7 @@ def test_text_only_parity(tiny_text: Path, text_onnx: tuple[Path, dict]) -> None
 def test_left_padded_batch_and_logits_to_keep(tiny_text: Path, text_onnx: tuple[Path, dict]) -> None:
     """Batch 2 with one left-padded row, as transformers.js batches; compared on real tokens only."""
     parts = load_parts(tiny_text)
-    runner = OnnxGemma3n.from_export(text_onnx[0] / "onnx", parts)
+    runner = BundleRuntime.from_folder(text_onnx[0] / "onnx")
     input_ids = torch.randint(7, 250, (2, 20), generator=torch.Generator().manual_seed(1))
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, :5] = 0
@@ -147,7 +148,7 @@ def test_left_padded_batch_and_logits_to_keep(tiny_text: Path, text_onnx: tuple[
         cache=cache,
     ).logits.numpy()
 
-    embeds, per_layer = runner.embed(ParityInputs(input_ids=input_ids), prefill=True)
+    embeds, per_layer = runner.run("embed_tokens", {"input_ids": input_ids.numpy()}).values()
     feeds = {
         "inputs_embeds": embeds,
         "per_layer_inputs": per_layer,
@@ -175,9 +176,7 @@ def test_left_padded_batch_and_logits_to_keep(tiny_text: Path, text_onnx: tuple[
         position_ids=torch.from_numpy(step_positions),
         cache=cache,
     ).logits.numpy()
-    step_embeds, step_per_layer = runner.embed(
-        ParityInputs(input_ids=torch.from_numpy(step_ids)), prefill=False
-    )
+    step_embeds, step_per_layer = runner.run("embed_tokens", {"input_ids": step_ids}).values()
     past = {k.replace("present", "past_key_values"): v for k, v in out.items() if k.startswith("present")}
     step = runner.run(
         "decoder_model_merged",

@@ -76,7 +76,7 @@ def test_missing_tensor_is_refused_by_name(tiny_text: Path, tmp_path: Path) -> N
     tensors = load_file(broken / "model.safetensors")
     del tensors["model.layers.1.mlp.down_proj.weight"]
     save_file(tensors, broken / "model.safetensors")
-    done = subprocess.run([sys.executable, "-m", "slicer.cli", "export", str(broken), str(tmp_path / "b")],
+    done = subprocess.run([sys.executable, "-m", "matslice", "export", str(broken), str(tmp_path / "b")],
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and done.stderr.startswith("error: ")
     assert "'model.layers.1.mlp.down_proj.weight'" in done.stderr

@@ -1,0 +1,51 @@
+"""The embedded default checkpoint that every command falls back on when given no model.
+
+The default is the nano Gemma 3n (`standins.nano`): trained MatFormer-style, so the site, the demo and
+`eval` show text and slices that are sensibly worse the more is cut. The tiny random model stays
+reachable as `default_checkpoint(kind="tiny")` for tests that only need the structure.
+
+Either is built offline on first use and cached under `.cache/models/`, keyed by the code that makes it
+(and, for nano, the Python version, whose bundled documentation is the training text), so `build_web`,
+`demo` and `eval` share one copy and rebuild only when that code changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+CACHE = Path(".cache/models")
+Kind = Literal["nano", "tiny"]
+
+
+def _code_key(*modules: str, extra: str = "") -> str:
+    digest = hashlib.sha256(extra.encode())
+    for module in modules:
+        digest.update((Path(__file__).parent / f"{module}.py").read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _builder(kind: Kind) -> tuple[str, Callable[[Path, int], Path]]:
+    if kind == "tiny":
+        from standins.tiny import write_tiny
+
+        return _code_key("tiny", "folder"), lambda out, seed: write_tiny(out, seed=seed)
+    if kind == "nano":
+        from standins.nano import write_nano
+
+        python = ".".join(map(str, sys.version_info[:3]))
+        return (_code_key("nano", "corpus", "tiny", "folder", extra=python),
+                lambda out, seed: write_nano(out, seed=seed))
+    raise ValueError(f"unknown default model kind {kind!r}: choose nano or tiny")
+
+
+def default_checkpoint(cache: Path = CACHE, seed: int = 0, kind: Kind = "nano") -> Path:
+    """The default model folder (the trained nano Gemma 3n unless ``kind="tiny"``), built once and cached."""
+    key, build = _builder(kind)
+    folder = cache / f"{kind}-seed{seed}-{key}"
+    if not (folder / "config.json").is_file():
+        build(folder, seed)  # written into a hidden sibling and renamed in when complete
+    return folder

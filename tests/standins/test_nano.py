@@ -1,0 +1,180 @@
+"""The nano Gemma 3n: a real, loadable, sliceable checkpoint whose slices are the sub-models it trained.
+
+The fast tests train for a few steps only: they prove the folder is a stock-loadable Gemma 3n with a
+consistent Gemma-style tokenizer, that training is repeatable, and that each MatFormer sub-model computed
+during training is exactly what slice_checkpoint writes. Whether the training buys anything (perplexity
+ordering, MatFormer beating plain training on a slice) needs full runs: the slow test, run with
+MATSLICE_SLOW=1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+from transformers import AutoTokenizer, Gemma3nForCausalLM, Gemma3nForConditionalGeneration
+
+from gemma3n.config import load_config, parse_config
+from slicer.checkpoint import slice_checkpoint
+from slicer.plan import make_plan
+from standins import nano
+from standins.corpus import load_corpus, paragraphs
+from standins.folder import timm_problem
+
+FILES = {
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "processor_config.json",
+    "preprocessor_config.json",
+    "README.md",
+}
+needs_timm = pytest.mark.skipif(timm_problem() is not None, reason="the multimodal nano model needs timm")
+
+
+@pytest.fixture(scope="module")
+def nano_dir(tmp_path_factory) -> Path:
+    return nano.write_nano(tmp_path_factory.mktemp("nano") / "model", seed=0, steps=3)
+
+
+@pytest.fixture(scope="module")
+def held_out(nano_dir: Path) -> torch.Tensor:
+    tokenizer = AutoTokenizer.from_pretrained(nano_dir)
+    return nano.token_stream(tokenizer, load_corpus().held_out[:20], chat=False)
+
+
+def _slice(parent: Path, out: Path, sub: nano.SubModel, modalities: tuple[str, ...] = ("text",)) -> Path:
+    return slice_checkpoint(parent, out, make_plan(load_config(parent), sub.slice_spec(modalities)), progress=False)
+
+
+@needs_timm
+def test_folder_loads_in_stock_transformers(nano_dir: Path) -> None:
+    assert {p.name for p in nano_dir.iterdir()} == FILES
+    model, info = Gemma3nForConditionalGeneration.from_pretrained(nano_dir, output_loading_info=True)
+    assert all(not keys for keys in info.values()), info
+    text = model.config.text_config
+    assert text.altup_num_inputs == 4 and text.laurel_rank > 0 and text.hidden_size_per_layer_input > 0
+    assert set(text.layer_types) == {"sliding_attention", "full_attention"}
+    assert text.activation_sparsity_pattern[0] > 0 and text.activation_sparsity_pattern[-1] == 0
+    roles = load_config(nano_dir).text.kv_roles
+    assert "reuse" in roles and "store" in roles
+    card = (nano_dir / "README.md").read_text()
+    assert "random" in card and "Python Software Foundation License" in card
+
+
+@needs_timm
+def test_tokenizer_is_gemma_shaped(nano_dir: Path) -> None:
+    config = json.loads((nano_dir / "config.json").read_text())
+    text, audio, vision = config["text_config"], config["audio_config"], config["vision_config"]
+    tokenizer = AutoTokenizer.from_pretrained(nano_dir)
+    assert len(tokenizer) == text["vocab_size"] == audio["vocab_offset"] + audio["vocab_size"]
+    assert text["vocab_size_per_layer_input"] == vision["vocab_offset"] == nano.TEXT_VOCAB_SIZE
+    for token, token_id in nano.SPECIAL_TOKENS.items():
+        assert tokenizer.convert_tokens_to_ids(token) == token_id, token
+    for name in ("boi", "eoi", "image", "boa", "eoa", "audio"):
+        assert getattr(tokenizer, f"{name}_token_id") == config[f"{name}_token_id"], name
+    sample = "The value of x is returned, unless a TypeError is raised.\nCafé 42 ~ {ok}"
+    ids = tokenizer(sample).input_ids
+    assert ids[0] == nano.BOS_ID and max(ids) < nano.TEXT_VOCAB_SIZE
+    assert len(ids) < len(sample) / 2, "BPE merges should shorten English text"
+    assert tokenizer.decode(ids, skip_special_tokens=True) == sample  # é goes through byte fallback
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi there"}], tokenize=False)
+    assert chat == "<bos><start_of_turn>user\nhi there<end_of_turn>\n"
+    raw = Tokenizer.from_file(str(nano_dir / "tokenizer.json"))
+    assert raw.encode(sample + chat, add_special_tokens=False).ids == tokenizer(
+        sample + chat, add_special_tokens=False).input_ids  # fmt: skip
+
+
+@needs_timm
+def test_decoder_trained_towers_random(nano_dir: Path) -> None:
+    from standins.folder import random_model
+
+    trained = load_file(nano_dir / "model.safetensors")
+    fresh = random_model(nano.nano_config(), seed=0).state_dict()
+    for prefix, should_change in (("model.language_model.", True), ("model.audio_tower.", False),
+                                  ("model.vision_tower.", False)):  # fmt: skip
+        keys = [k for k in trained if k.startswith(prefix)]
+        changed = any(not torch.equal(trained[k], fresh[k]) for k in keys)
+        assert keys and changed == should_change, prefix
+
+
+@needs_timm
+@pytest.mark.parametrize("name", ["e2b_like", "harsh"])
+def test_slice_is_the_trained_sub_model(nano_dir: Path, held_out: torch.Tensor, tmp_path: Path, name: str) -> None:
+    sub = nano.NAMED[name]
+    child = Gemma3nForCausalLM.from_pretrained(_slice(nano_dir, tmp_path / name, sub)).eval()
+    parent = Gemma3nForConditionalGeneration.from_pretrained(nano_dir).eval()
+    ids = held_out[: 2 * nano.SEQ_LEN].view(2, -1)
+    with torch.no_grad(), nano.sub_models(parent) as select:
+        select(sub)
+        expected = parent(input_ids=ids, use_cache=False).logits
+        actual = child(input_ids=ids, use_cache=False).logits
+        select(nano.PARENT)
+        full = parent(input_ids=ids, use_cache=False).logits
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(actual, full, atol=1e-3), "the slice computes the parent"
+    multimodal = _slice(nano_dir, tmp_path / f"{name}-mm", sub, ())
+    _, info = Gemma3nForConditionalGeneration.from_pretrained(multimodal, output_loading_info=True)
+    assert all(not keys for keys in info.values()), info
+
+
+def test_sub_models_never_skip_store_layers() -> None:
+    rng = random.Random(0)
+    samples = [nano.sample_sub_model(rng) for _ in range(400)]
+    roles = parse_config(nano.text_config(), "nano").text.kv_roles
+    assert all(sub.skipped <= set(nano.SKIPPABLE) for sub in samples)
+    assert all(roles[i] == "reuse" for i in nano.SKIPPABLE)
+    widths = {w for sub in samples for w in sub.widths}
+    assert widths == {nano.FFN_WIDTH // d for d in nano.GRANULARITIES}
+    assert any(sub.skipped for sub in samples) and any(len(set(sub.widths)) > 1 for sub in samples)
+    for sub in samples[:50]:
+        make_plan(nano.nano_config(text_only=True), sub.slice_spec())  # every sampled sub-model is a valid slice
+
+
+def test_training_is_repeatable() -> None:
+    stream = torch.randint(0, nano.TEXT_VOCAB_SIZE, (4 * nano.SEQ_LEN,), generator=torch.Generator().manual_seed(0))
+    first, _ = nano._trained_decoder(stream, seed=0, steps=2, matformer=True)
+    second, _ = nano._trained_decoder(stream, seed=0, steps=2, matformer=True)
+    for (key, a), b in zip(first.state_dict().items(), second.state_dict().values(), strict=True):
+        assert torch.equal(a, b), key
+
+
+def test_corpus_is_prose() -> None:
+    corpus = load_corpus()
+    assert sum(map(len, corpus.train)) > 500_000 and len(corpus.held_out) > 100
+    assert not set(corpus.train) & set(corpus.held_out)
+    assert paragraphs("A sentence that is long enough to count as a paragraph of English prose.\n\n"
+                      "   indented = code(that, is, dropped)\n\n>>> print('dropped too, it is a prompt.')") == [
+        "A sentence that is long enough to count as a paragraph of English prose."]  # fmt: skip
+
+
+def _perplexities(folder: Path, tmp: Path, stream: torch.Tensor) -> dict[str, float]:
+    out = {}
+    for name, sub in nano.NAMED.items():
+        child = folder if sub == nano.PARENT else _slice(folder, tmp / name, sub)
+        cls = Gemma3nForConditionalGeneration if child == folder else Gemma3nForCausalLM
+        out[name] = nano.perplexity(cls.from_pretrained(child).eval(), stream)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("MATSLICE_SLOW"), reason="two full nano trainings: set MATSLICE_SLOW=1")
+def test_matformer_slices_degrade_in_order_and_beat_plain_training(tmp_path: Path) -> None:
+    matformer = nano.write_nano(tmp_path / "matformer", seed=0)
+    plain = nano.write_nano(tmp_path / "plain", seed=0, matformer=False)
+    tokenizer = AutoTokenizer.from_pretrained(matformer)
+    stream = nano.token_stream(tokenizer, load_corpus().held_out, chat=False)
+    ours = _perplexities(matformer, tmp_path / "m", stream)
+    theirs = _perplexities(plain, tmp_path / "p", stream)
+    print({"matformer": ours, "plain": theirs})
+    assert ours["parent"] < ours["e2b_like"] < ours["harsh"]
+    assert ours["e2b_like"] < theirs["e2b_like"] and ours["harsh"] < theirs["harsh"]

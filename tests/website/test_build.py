@@ -1,0 +1,34 @@
+"""`matslice build-web` as a user runs it on a tiny checkpoint: killed mid-export it leaves nothing the page or
+the next build would take as complete, and the next build finishes the job and cleans up."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from conftest import MATSLICE, kill_when, partials
+
+
+def test_killed_build_then_rebuild(tiny_text: Path, tmp_path: Path) -> None:
+    out = tmp_path / "web"
+    args = ["build-web", "--model", str(tiny_text), "--no-parent", "--layers-to-skip", "6", "--name", "small",
+            "--out", str(out)]
+
+    def exporting() -> bool:
+        models = out / "models"
+        return models.is_dir() and any(p.glob("onnx/*.onnx*") for p in partials(models))
+
+    assert kill_when(args, exporting), "the build finished before it could be killed"
+    listed = json.loads((out / "models.json").read_text())["variants"] if (out / "models.json").exists() else []
+    assert not listed, "a variant whose bundle was never finished is listed"
+    assert not (out / "models" / "text-small").exists() and partials(out / "models")
+
+    done = subprocess.run([*MATSLICE, *args], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    variants = json.loads((out / "models.json").read_text())["variants"]
+    assert [v["id"] for v in variants] == ["text-small"]
+    manifest = json.loads((out / "models" / "text-small" / "manifest.json").read_text())
+    for name, record in manifest["files"].items():
+        assert (out / "models" / "text-small" / name).stat().st_size == record["bytes"], name
+    assert not partials(out / "models") and not [p for p in (out / "models").iterdir() if p.name.startswith(".")]

@@ -1,0 +1,327 @@
+"""`matslice build-web` (`nox -s build_web`): slice, export and lay out a static site that runs in a browser.
+
+Why one job: a user wants a folder to put on any static host, offline, with no CDN. So the output holds
+everything the page needs: the site from `site/`, `models/<variant>/` transformers.js bundles (the parent
+and its slices), `models.json` (what the page lists before downloading anything), and the transformers.js
+and onnxruntime-web runtime files vendored from npm (pinned by `node/package-lock.json`, see web_export/node.py).
+
+Why keys: exporting even the tiny model takes a minute, a real one far longer. Each variant is keyed by
+the checkpoint's content hash, its slice, its dtypes and the code that slices and exports; a rebuild into
+the same folder reuses every variant whose key is unchanged. Every argument is checked (dtypes, presets,
+slices against the parent's config, the output folder, node/npm) before any slicing or exporting starts;
+a bad one ends the job with one `error:` line and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from gemma3n.config import ModelConfig, load_config
+from gemma3n.dtypes import parse_dtypes
+from gemma3n.errors import UserError
+from gemma3n.folders import check_writable
+from slicer.options import spec_changes
+from slicer.plan import SlicePlan, SliceSpec, make_plan
+from slicer.presets import get_preset
+
+ROOT = Path(__file__).resolve().parent.parent
+SITE = ROOT / "site"
+DEFAULT_OUT = Path("dist/web")
+DEFAULT_DTYPES = "q4"
+# Contrib ops onnxruntime-web's WASM build lacks. Our exporter avoids them (web_export/lookup.py), but a
+# bundle made elsewhere may carry them: the page then falls back to a dtype WASM can run, and says so.
+NOT_ON_WASM = {"GatherBlockQuantized"}
+# transformers.min.js bundles onnxruntime-web's JS and, on the web, asks for the asyncify WASM build.
+RUNTIME_FILES = {
+    "@huggingface/transformers/dist/transformers.min.js": "transformers.min.js",
+    "onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs": "ort-wasm-simd-threaded.asyncify.mjs",
+    "onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm": "ort-wasm-simd-threaded.asyncify.wasm",
+}
+# The code that decides a bundle's bytes: a change there invalidates every variant built before it.
+CODE_DIRS = ("gemma3n", "slicer", "web_export")
+NOT_CODE = {"cli.py", "node.py", "runtime.py", "options.py", "report.py"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One bundle to build: the parent as it is (`plan` None) or one slice of it."""
+
+    id: str
+    label: str
+    plan: SlicePlan | None = None
+
+
+def custom_spec(args: argparse.Namespace) -> SliceSpec | None:
+    """The custom slice the options describe, or None when none of them was given."""
+    changes = spec_changes(args)
+    return replace(SliceSpec(), **changes) if changes else None
+
+
+def check_out(out: Path) -> None:
+    """OUT must be absent, empty, or an earlier build (it has models.json): never someone else's folder."""
+    check_writable(out)
+    if out.is_dir() and any(out.iterdir()) and not (out / "models.json").is_file():
+        raise UserError(f"--out {out} is not empty and holds no earlier build (no models.json): choose another folder")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9.]+", "-", text.lower()).strip("-.") or "model"
+
+
+def parent_id(model: Path, is_default: bool) -> str:
+    """`gemma3n-nano` for the embedded default (its cache folder is `<kind>-seed<n>-<key>`), else the folder name."""
+    return f"gemma3n-{model.name.split('-')[0]}" if is_default else slug(model.name)
+
+
+def default_slice(config: ModelConfig) -> tuple[SliceSpec, str]:
+    """The default's browser slice: drop the second-to-last layer (KV-sharing in Gemma 3n, so no KV store is
+    lost), halve every FFN (a width MatFormer training nests) and keep text only, like the E0.40B-text preset."""
+    layers, width = config.text.num_hidden_layers, max(config.text.intermediate_size) // 2
+    spec = SliceSpec(layers_to_skip=(layers - 2,), ffn_dims=(width,), modalities=("text",))
+    return spec, f"{layers - 1}l-ffn{width}-text"
+
+
+def slice_name(plan: SlicePlan) -> str:
+    """A custom slice's name from its shape, with a short hash so two different slices never collide."""
+    digest = hashlib.sha256(json.dumps(plan.record, sort_keys=True).encode()).hexdigest()[:6]
+    text = "-text" if plan.text_only_child else ""
+    return f"{len(plan.kept_layers)}l{text}-{digest}"
+
+
+def resolve_variants(args: argparse.Namespace, model: Path, is_default: bool) -> list[Variant]:
+    """Every variant of this build, each slice validated against the parent's config (no weights read)."""
+    config = load_config(model)
+    base = parent_id(model, is_default)
+    variants = [] if args.no_parent else [Variant(base, f"{base} (parent)")]
+    for name in args.preset:
+        preset = get_preset(name)
+        variants.append(Variant(f"{base}-{slug(preset.name)}", preset.name, make_plan(config, preset.spec())))
+    spec = custom_spec(args)
+    if spec is None and is_default and not args.preset:
+        spec, name = default_slice(config)
+        args.name = args.name or name
+    if spec is not None:
+        plan = make_plan(config, spec)
+        name = slug(args.name) if args.name else slice_name(plan)
+        variants.append(Variant(f"{base}-{name}", f"{base} {name}", plan))
+    if not variants:
+        raise UserError("--no-parent with no slice leaves nothing to build: add --preset or slice options")
+    ids = [v.id for v in variants]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"two variants share a name ({', '.join(ids)}): pass --name for the custom slice")
+    return variants
+
+
+def file_digest(path: Path, digest: Any) -> None:
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+
+
+def checkpoint_hash(model: Path) -> str:
+    """sha256 over every file of the checkpoint folder (names and contents), so any edit changes it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in model.rglob("*") if p.is_file() and not p.name.startswith(".")):
+        digest.update(path.relative_to(model).as_posix().encode() + b"\0")
+        file_digest(path, digest)
+    return digest.hexdigest()
+
+
+def code_hash() -> str:
+    """The slicing and export code: a change there may change the bundle, so it invalidates every variant."""
+    digest = hashlib.sha256()
+    for folder in CODE_DIRS:
+        for path in sorted((ROOT / folder).rglob("*")):
+            if path.is_file() and path.suffix in (".py", ".csv", ".json") and path.name not in NOT_CODE:
+                digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def variant_key(checkpoint: str, code: str, variant: Variant, dtypes: tuple[str, ...]) -> str:
+    record = {"checkpoint": checkpoint, "code": code, "dtypes": list(dtypes),
+              "slice": None if variant.plan is None else variant.plan.record}
+    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+
+
+def previous_entries(out: Path) -> dict[str, dict[str, Any]]:
+    try:
+        models = json.loads((out / "models.json").read_text())
+        return {v["id"]: v for v in models.get("variants", [])}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def reusable(out: Path, entry: dict[str, Any] | None, key: str) -> bool:
+    """An earlier bundle with the same key whose files are all still there with their recorded sizes."""
+    if not entry or entry.get("build_key") != key:
+        return False
+    bundle = out / entry["path"]
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all((bundle / name).is_file() and (bundle / name).stat().st_size == record["bytes"]
+               for name, record in manifest["files"].items())
+
+
+def export_variant(model: Path, variant: Variant, dtypes: tuple[str, ...], bundle: Path) -> None:
+    """Slice (into a temporary folder) and write the bundle; the bundle appears whole or not at all."""
+    from slicer.checkpoint import slice_checkpoint
+    from web_export.bundle import write_bundle
+
+    if variant.plan is None:
+        write_bundle(model, bundle, dtypes=dtypes)
+        return
+    with tempfile.TemporaryDirectory(prefix=".slice-", dir=bundle.parent) as tmp:
+        child = slice_checkpoint(model, Path(tmp) / "child", variant.plan, progress=False)
+        write_bundle(child, bundle, dtypes=dtypes)
+
+
+def bundle_bytes(manifest: dict[str, Any], dtype: str, sessions: Sequence[str]) -> int:
+    """Bytes a page downloads to run `sessions` at `dtype`: their ONNX files plus every non-ONNX file."""
+    side = sum(r["bytes"] for name, r in manifest["files"].items() if not name.startswith("onnx/"))
+    return side + sum(manifest["sessions"][s][dtype]["bytes"] for s in sessions)
+
+
+def not_on_wasm(bundle: Path, manifest: dict[str, Any], dtype: str) -> list[str]:
+    """Operators of this dtype's graphs that onnxruntime-web's WASM backend has no kernel for."""
+    import onnx
+
+    ops = set()
+    for files in manifest["sessions"].values():
+        graph = onnx.load(bundle / files[dtype]["file"], load_external_data=False).graph
+        ops |= {node.op_type for node in graph.node}
+    return sorted(ops & NOT_ON_WASM)
+
+
+def models_entry(variant: Variant, bundle: Path, key: str, out: Path) -> dict[str, Any]:
+    """What the page shows before downloading: slice, parameters, bytes per dtype, sessions, modalities."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    sessions = list(manifest["sessions"])
+    text_sessions = [s for s in ("embed_tokens", "decoder_model_merged") if s in sessions]
+    audio = not manifest["text_only"] and {"audio_encoder", "vision_encoder"} <= set(sessions)
+    slice_info = None
+    if variant.plan is not None:
+        summary = variant.plan.summary()
+        slice_info = {k: summary[k] for k in ("preset", "kept_layers", "skipped_layers", "modalities")}
+        slice_info["ffn_dims"] = list(variant.plan.ffn_dims)
+        slice_info["audio"] = variant.plan.record.get("audio")
+    return {
+        "id": variant.id,
+        "label": variant.label,
+        "path": bundle.relative_to(out).as_posix() + "/",
+        "parent": variant.plan is None,
+        "slice": slice_info,
+        "params": manifest["params"],
+        "layers": len(variant.plan.kept_layers) if variant.plan is not None else None,
+        "dtypes": manifest["dtypes"],
+        "default_dtype": manifest["default_dtype"],
+        "sessions": sessions,
+        "audio": audio,
+        "bytes": {d: {"text": bundle_bytes(manifest, d, text_sessions), "all": bundle_bytes(manifest, d, sessions)}
+                  for d in manifest["dtypes"]},
+        "largest_tensor": manifest["largest_tensor"],
+        "not_on_wasm": {d: not_on_wasm(bundle, manifest, d) for d in manifest["dtypes"]},
+        "build_key": key,
+    }
+
+
+def vendor_runtime(out: Path) -> dict[str, str]:
+    """Copy transformers.js and the onnxruntime-web WASM build the page loads into OUT/vendor/."""
+    from web_export.node import package_file, package_version
+
+    vendor = out / "vendor"
+    shutil.rmtree(vendor, ignore_errors=True)
+    vendor.mkdir(parents=True)
+    for source, name in RUNTIME_FILES.items():
+        shutil.copyfile(package_file(source), vendor / name)
+    return {package: package_version(package) for package in ("@huggingface/transformers", "onnxruntime-web")}
+
+
+def copy_site(out: Path) -> None:
+    """The static page from site/, without its npm files."""
+    for path in SITE.iterdir():
+        target = out / path.name
+        if path.is_dir():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(path, target)
+        else:
+            shutil.copyfile(path, target)
+
+
+def write_models_json(out: Path, entries: list[dict[str, Any]], runtime: dict[str, str]) -> None:
+    default = next((e["id"] for e in entries if not e["parent"]), entries[0]["id"] if entries else None)
+    data = {"format": 1, "default": default, "runtime": runtime, "variants": entries}
+    tmp = out / ".models.json.tmp"
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(out / "models.json")
+
+
+def remove_stale(out: Path, keep: set[str]) -> None:
+    """Variant folders an earlier build made that this one does not list (OUT is a MatSlice build)."""
+    models = out / "models"
+    for path in models.iterdir() if models.is_dir() else ():
+        if path.is_dir() and path.name not in keep:
+            shutil.rmtree(path)
+
+
+def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
+    """Check everything, then build each variant (or reuse it), the runtime and the site."""
+    from web_export.node import check_tools, ensure_installed
+
+    dtypes = parse_dtypes(args.dtype)
+    out = Path(args.out)
+    check_out(out)
+    check_tools()
+    custom_spec(args)  # parses the custom slice's numbers before anything is built
+    if args.model is not None and not Path(args.model).is_dir():
+        raise UserError(f"--model {args.model} is not a folder: pass a Gemma 3n checkpoint folder")
+    if args.model is None:
+        from standins.default import default_checkpoint
+
+        model = default_checkpoint()
+    else:
+        model = Path(args.model)
+    variants = resolve_variants(args, model, args.model is None)
+
+    ensure_installed()
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    previous, checkpoint, code = previous_entries(out), checkpoint_hash(model), code_hash()
+    remove_stale(out, {v.id for v in variants})
+    runtime = vendor_runtime(out)
+    copy_site(out)
+    built: list[tuple[dict[str, Any], str]] = []
+    for variant in variants:
+        key = variant_key(checkpoint, code, variant, dtypes)
+        bundle = out / "models" / variant.id
+        started = time.perf_counter()
+        reused = reusable(out, previous.get(variant.id), key)
+        if not reused:
+            print(f"building {variant.id} ({', '.join(dtypes)}) ...", flush=True)
+            export_variant(model, variant, dtypes, bundle)
+        note = "reused" if reused else f"built in {time.perf_counter() - started:.0f}s"
+        built.append((models_entry(variant, bundle, key, out), note))
+        write_models_json(out, [entry for entry, _ in built], runtime)
+    return built
+
+
+def report(built: Sequence[tuple[dict[str, Any], str]], out: Path) -> None:
+    for e, note in built:
+        dtype = e["default_dtype"]
+        params = e["params"]["effective_published"]
+        print(f"  {e['id']:<28} {note:<14} {len(e['sessions'])} sessions, {params:,} effective params, "
+              f"{e['bytes'][dtype]['text'] / 1e6:.1f} MB text / {e['bytes'][dtype]['all'] / 1e6:.1f} MB all ({dtype})")
+    print(f"wrote {out}/ (site, models.json, vendor/ runtime, {len(built)} variant(s))")
+    print(f"serve it: nox -s serve   (or: matslice serve {out}), then open http://127.0.0.1:8000/")
+    print("host it: copy the folder to any static host; _headers (Netlify, Cloudflare), .htaccess (Apache) and "
+          "vercel.json set the COOP/COEP headers threaded WASM needs")
