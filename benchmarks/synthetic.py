@@ -27,8 +27,10 @@ def synthetic_text_config(vocab_divisor: int = 4) -> dict:
     return text | {"model_type": "gemma3n_text", "architectures": ["Gemma3nForCausalLM"], "dtype": "bfloat16"}
 
 
-def write_synthetic(out: Path, config: dict, max_shard_bytes: int = 4 << 30, seed: int = 0) -> Path:
-    """Write a bfloat16 checkpoint of `config`'s text shapes to `out` (sharded like Google's)."""
+def write_synthetic(out: Path, config: dict, max_shard_bytes: int = 4 << 30, seed: int = 0,
+                    tokenizer: tuple[dict, dict] | None = None) -> Path:
+    """Write a bfloat16 checkpoint of `config`'s text shapes to `out` (sharded like Google's), with the tiny
+    model's tokenizer files, or `tokenizer` (tokenizer.json and tokenizer_config.json contents) when given."""
     out.mkdir(parents=True, exist_ok=True)
     block = np.random.default_rng(seed).integers(0, 256, BLOCK, dtype=np.uint8)
     block[1::2] &= 0x3F  # keep bfloat16 exponents small: finite, modest values
@@ -45,6 +47,9 @@ def write_synthetic(out: Path, config: dict, max_shard_bytes: int = 4 << 30, see
     writer.close()
     (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     _tokenizer_files(out)
+    if tokenizer is not None:
+        for name, data in zip(("tokenizer.json", "tokenizer_config.json"), tokenizer, strict=True):
+            (out / name).write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
     return out
 
 

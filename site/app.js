@@ -88,6 +88,11 @@ function variantCard(v) {
         ['download (text)', `${mb(bytes.text)} ${v.default_dtype}`],
         ['modalities', v.audio ? 'text, audio' : 'text'],
     ];
+    const vocab = v.slice?.vocab;
+    if (vocab) {
+        const from = vocab.corpus.map((c) => c.name.split('/').pop()).join(', ');
+        rows.push(['vocabulary', `${vocab.kept_text_ids.toLocaleString('en')} of ${vocab.parent_text_ids.toLocaleString('en')} tokens, from: ${from}`]);
+    }
     card.innerHTML = `<h3></h3><dl></dl>`;
     card.querySelector('h3').textContent = v.label;
     if (v.parent) card.querySelector('h3').insertAdjacentHTML('beforeend', '<span class="tag">parent</span>');

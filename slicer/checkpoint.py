@@ -23,6 +23,7 @@ from gemma3n.shapes import checkpoint_shapes
 from slicer import audio as audio_units
 from slicer.card import model_card
 from slicer.plan import SlicePlan
+from slicer.vocab import VocabCut, dumps, prune_tokenizer, remap_config, remap_tokenizer_config, vocab_map_json
 
 CutKind = Literal["copy", "rows", "cols", "row_blocks", "col_blocks", "unit_rows", "unit_cols"]
 DROPPED_FOR_TEXT = ("model.audio_tower.", "model.vision_tower.", "model.embed_audio.", "model.embed_vision.")
@@ -30,7 +31,8 @@ DROPPED_FOR_TEXT = ("model.audio_tower.", "model.vision_tower.", "model.embed_au
 
 @dataclass(frozen=True)
 class Cut:
-    """How one child tensor is made from one parent tensor (2-D cuts keep leading rows/columns)."""
+    """How one child tensor is made from one parent tensor (2-D cuts keep leading rows/columns, or whole blocks
+    of them; a vocabulary cut keeps `row_ids`, the embedding rows of the kept tokens, in order)."""
 
     child: str
     parent: str
@@ -39,9 +41,11 @@ class Cut:
     blocks: tuple[int, ...] = ()  # row/column blocks kept, each `block` wide
     block: int = 0
     order: tuple[int, ...] = field(default=(), repr=False)  # unit permutation for audio FFN cuts
+    row_ids: tuple[int, ...] = field(default=(), repr=False)  # with "copy"/"cols"/"col_blocks": only these rows
 
     def shape(self, info: TensorInfo) -> tuple[int, ...]:
         rows, *rest = info.shape
+        rows = len(self.row_ids) if self.row_ids else rows
         if self.kind == "rows":
             return (self.keep, *rest)
         if self.kind == "cols":
@@ -50,7 +54,7 @@ class Cut:
             return (len(self.blocks) * self.block, *rest)
         if self.kind == "col_blocks":
             return (rows, len(self.blocks) * self.block)
-        return info.shape
+        return (rows, *rest)
 
 
 _LAYER = re.compile(r"^layers\.(\d+)\.(.+)$")
@@ -72,8 +76,12 @@ def check_parent(plan: SlicePlan, tensors: dict[str, TensorInfo]) -> None:
 
 def _text_cut(plan: SlicePlan, rest: str, parent: str, child_prefix: str) -> Cut | None:
     per_layer = plan.parent.text.hidden_size_per_layer_input
+    vocab = plan.vocab
     if rest == "embed_tokens_per_layer.weight":
-        return Cut(child_prefix + rest, parent, "col_blocks", blocks=plan.kept_layers, block=per_layer)
+        return Cut(child_prefix + rest, parent, "col_blocks", blocks=plan.kept_layers, block=per_layer,
+                   row_ids=vocab.text_ids if vocab else ())
+    if rest == "embed_tokens.weight" and vocab is not None:
+        return Cut(child_prefix + rest, parent, row_ids=vocab.parent_ids)
     if rest == "per_layer_model_projection.weight":
         return Cut(child_prefix + rest, parent, "row_blocks", blocks=plan.kept_layers, block=per_layer)
     match = _LAYER.match(rest)
@@ -140,6 +148,8 @@ def tensor_map(plan: SlicePlan, tensors: dict[str, TensorInfo],
             cut = None
         elif name.startswith("model.audio_tower."):
             cut = _audio_cut(plan, name[len("model.audio_tower."):], name, orders)
+        elif name == "lm_head.weight" and plan.vocab is not None:
+            cut = Cut(name, name, row_ids=plan.vocab.parent_ids)  # an untied head has the embedding's rows
         else:
             cut = Cut(name, name)  # vision tower, multimodal embedders, an untied lm_head
         if cut is not None:
@@ -171,18 +181,21 @@ def _stream(cut: Cut, info: TensorInfo, f, writer: ShardWriter, bar: tqdm) -> No
 
 def _byte_runs(cut: Cut, info: TensorInfo, row_bytes: int) -> list[tuple[int, int]]:
     """The (offset, length) byte runs of the parent tensor that make up the child, in order."""
-    if cut.kind == "copy":
+    if cut.kind == "copy" and not cut.row_ids:
         return [(0, info.nbytes)]
     if cut.kind == "rows":
         return [(0, cut.keep * row_bytes)]
     if cut.kind == "row_blocks":
         return _merge([(b * cut.block * row_bytes, cut.block * row_bytes) for b in cut.blocks])
-    if cut.kind == "cols":
+    if cut.kind == "copy":
+        within = [(0, row_bytes)]
+    elif cut.kind == "cols":
         within = [(0, cut.keep * info.itemsize)]
     else:  # col_blocks
         width = cut.block * info.itemsize
         within = _merge([(b * width, width) for b in cut.blocks])
-    return _merge([(row * row_bytes + start, length) for row in range(info.shape[0]) for start, length in within])
+    rows = cut.row_ids or range(info.shape[0])
+    return _merge([(row * row_bytes + start, length) for row in rows for start, length in within])
 
 
 def _merge(runs: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -219,5 +232,18 @@ def slice_checkpoint(parent: Path, out: Path, plan: SlicePlan, *, overwrite: boo
                     handle.close()
         (work / "config.json").write_text(json.dumps(plan.child.to_json(), indent=2, sort_keys=True) + "\n")
         copy_side_files(parent, work, text_only=plan.text_only_child)
+        if plan.vocab is not None:
+            write_vocab_files(work, plan.vocab)
         (work / "README.md").write_text(model_card(plan, parent, outs))
     return out
+
+
+def write_vocab_files(folder: Path, cut: VocabCut) -> None:
+    """Rewrite the copied tokenizer and generation files for the child's ids, and write vocab_map.json."""
+    rewrites = {"tokenizer.json": prune_tokenizer, "tokenizer_config.json": remap_tokenizer_config,
+                "generation_config.json": remap_config}
+    for name, rewrite in rewrites.items():
+        path = folder / name
+        if path.is_file():
+            path.write_text(dumps(rewrite(json.loads(path.read_text()), cut)))
+    (folder / "vocab_map.json").write_text(vocab_map_json(cut))

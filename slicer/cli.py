@@ -13,7 +13,7 @@ from gemma3n.config import ModelConfig, e4b_config, load_config
 from gemma3n.errors import UserError
 from gemma3n.folders import check_new
 from gemma3n.units import parse_size
-from slicer.options import add_slice_options, slice_spec
+from slicer.options import add_slice_options, plan_for, slice_spec
 
 
 def _model_config(model: str | None) -> tuple[ModelConfig, Path | None]:
@@ -26,11 +26,10 @@ def _model_config(model: str | None) -> tuple[ModelConfig, Path | None]:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from slicer.plan import make_plan
     from slicer.report import plan_report, predicted_bytes
 
     config, folder = _model_config(args.model)
-    plan = make_plan(config, slice_spec(args))
+    plan = plan_for(config, slice_spec(args), folder)
     summary = plan.summary() | predicted_bytes(plan, folder)
     print(json.dumps(summary, indent=2) if args.json else plan_report(summary))
 
@@ -44,19 +43,22 @@ def cmd_presets(args: argparse.Namespace) -> None:
 
 def cmd_slice(args: argparse.Namespace) -> None:
     from slicer.checkpoint import slice_checkpoint
-    from slicer.plan import make_plan
     from slicer.report import predicted_bytes
 
     parent, out = Path(args.model), Path(args.out)
     if not parent.is_dir():
         raise UserError(f"{parent} is not a folder: pass a Gemma 3n checkpoint folder")
     check_new(out, args.overwrite)
-    plan = make_plan(load_config(parent), slice_spec(args))
+    plan = plan_for(load_config(parent), slice_spec(args), parent)
     slice_checkpoint(parent, out, plan, overwrite=args.overwrite,
                      max_shard_bytes=parse_size(args.max_shard_size, "--max-shard-size"))
     params = predicted_bytes(plan, parent).get("params") or plan.summary()["params"]
     print(f"wrote {out}: {len(plan.kept_layers)} layers, {params['effective_published']:,} effective parameters "
           f"(published convention), {params['total']:,} in all")
+    if plan.vocab is not None:
+        print(f"vocabulary: {plan.vocab.child_text_vocab:,} of {plan.vocab.parent_text_vocab:,} text tokens kept "
+              f"({plan.vocab.origin['covered_token_fraction']:.1%} of the corpus's tokens); vocab_map.json maps "
+              "child ids to the parent's")
 
 
 def register(commands: argparse._SubParsersAction) -> None:

@@ -1,13 +1,16 @@
 """The slice options as a command line takes them, shared by every command that slices (`slice`, `plan`,
-`build-web`, `search`): one spelling, one parser, values parsed as integers and never evaluated."""
+`build-web`, `search`): one spelling, one parser, values parsed as integers and never evaluated; and the
+plan they make for a checkpoint (a vocabulary cut reads the parent's tokenizer and the corpus here)."""
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
-from slicer.plan import SliceSpec
+from gemma3n.config import ModelConfig
+from slicer.plan import SlicePlan, SliceSpec, make_plan
 from slicer.presets import get_preset, parse_int, parse_int_list
 
 
@@ -20,6 +23,12 @@ def add_slice_options(parser: argparse.ArgumentParser, *, preset: bool = True) -
     group.add_argument("--audio-layers-to-skip", help="conformer block indices to drop")
     group.add_argument("--audio-ffn-dim", help="audio feed-forward width to keep (units chosen by importance)")
     group.add_argument("--modalities", help="text, or text,audio,vision (the default: all the parent has)")
+    group.add_argument("--vocab-corpus", action="append", metavar="PATH",
+                       help="keep only the tokens this text needs (a UTF-8 file, or a folder of .txt files; repeat "
+                            "for several): covered text tokenizes exactly as before, other text through smaller pieces")
+    group.add_argument("--vocab-size", help="with --vocab-corpus: at most N text tokens, the most frequent first")
+    group.add_argument("--vocab-drop-unused", action="store_true",
+                       help="with --vocab-corpus: drop the <unusedN> placeholder tokens the corpus does not use")
 
 
 def spec_changes(args: argparse.Namespace) -> dict[str, Any]:
@@ -32,6 +41,12 @@ def spec_changes(args: argparse.Namespace) -> dict[str, Any]:
         changes["audio_ffn_dim"] = parse_int(args.audio_ffn_dim, "--audio-ffn-dim")
     if args.modalities is not None:
         changes["modalities"] = tuple(m.strip() for m in args.modalities.split(",") if m.strip())
+    if args.vocab_corpus:
+        changes["vocab_corpus"] = tuple(args.vocab_corpus)
+    if args.vocab_size is not None:
+        changes["vocab_size"] = parse_int(args.vocab_size, "--vocab-size")
+    if args.vocab_drop_unused:
+        changes["vocab_keep_unused"] = False
     return changes
 
 
@@ -40,3 +55,14 @@ def slice_spec(args: argparse.Namespace) -> SliceSpec:
     preset = getattr(args, "preset", None)
     spec = get_preset(preset).spec() if preset else SliceSpec()
     return replace(spec, **spec_changes(args))
+
+
+def plan_for(config: ModelConfig, spec: SliceSpec, folder: Path | None) -> SlicePlan:
+    """The plan of `spec` on the checkpoint at `folder` (None: a config alone, which cannot cut a vocabulary)."""
+    vocab = None
+    if spec.vocab_corpus and folder is not None:
+        from slicer.vocab import cut_for
+
+        vocab = cut_for(folder, config.text.vocab_size_per_layer_input, config.text.vocab_size, spec.vocab_corpus,
+                        spec.vocab_size, keep_placeholders=spec.vocab_keep_unused)
+    return make_plan(config, spec, vocab)

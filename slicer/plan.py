@@ -17,6 +17,8 @@ from gemma3n.config import TEXT_ONLY_CLASS, AudioConfig, ModelConfig, TextConfig
 from gemma3n.errors import UserError
 from gemma3n.modalities import parse_modalities
 from gemma3n.shapes import VISION_PARAMS, checkpoint_shapes, numel, shared_kv_params
+from slicer.vocab import VocabCut, remap_config
+from slicer.vocab import summary as vocab_summary
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "F32": 4, "F16": 2, "BF16": 2}
 
@@ -31,6 +33,13 @@ class SliceSpec:
     audio_ffn_dim: int | None = None
     modalities: tuple[str, ...] = ()
     preset: str | None = None
+    vocab_corpus: tuple[str, ...] = ()  # text files or folders of .txt files (slicer/vocab.py)
+    vocab_size: int | None = None
+    vocab_keep_unused: bool = True  # keep Gemma's <unusedN> placeholder tokens even when the corpus never uses them
+
+    @property
+    def cuts_vocab(self) -> bool:
+        return bool(self.vocab_corpus) or self.vocab_size is not None
 
 
 @dataclass(frozen=True)
@@ -45,6 +54,7 @@ class SlicePlan:
     audio_ffn_dim: int | None
     modalities: tuple[str, ...]
     preset: str | None = None
+    vocab: VocabCut | None = None
 
     @property
     def text_only_child(self) -> bool:
@@ -78,6 +88,7 @@ class SlicePlan:
                 "ffn_dim": self.audio_ffn_dim or audio.ffn_width,
                 "ffn_dim_parent": audio.ffn_width,
             },
+            "vocab": self.record.get("vocab"),
             "params": count_params(self.child),
             "parent_params": count_params(self.parent),
         }
@@ -166,8 +177,16 @@ def _kept_audio(spec: SliceSpec, audio: AudioConfig | None) -> tuple[int, ...] |
     return tuple(j for j in range(blocks) if j not in spec.audio_layers_to_skip)
 
 
-def make_plan(config: ModelConfig, spec: SliceSpec) -> SlicePlan:
-    """Validate `spec` against the parent `config` and derive the child's config."""
+def make_plan(config: ModelConfig, spec: SliceSpec, vocab: VocabCut | None = None) -> SlicePlan:
+    """Validate `spec` against the parent `config` and derive the child's config.
+
+    A vocabulary cut (`spec.vocab_corpus`) is chosen from the parent's tokenizer and the corpus by
+    `slicer.vocab.cut_for` and passed in as `vocab`: the plan itself reads no file.
+    """
+    if spec.cuts_vocab and not spec.vocab_corpus:
+        raise UserError("--vocab-size caps a vocabulary cut: give the text it must cover with --vocab-corpus")
+    if spec.cuts_vocab and vocab is None:
+        raise UserError("--vocab-corpus needs the parent's tokenizer.json: pass the checkpoint folder, not a config")
     text = config.text
     _check_indices("parent's layers", "--layers-to-skip", spec.layers_to_skip, text.num_hidden_layers)
     kept = tuple(i for i in range(text.num_hidden_layers) if i not in spec.layers_to_skip)
@@ -180,20 +199,30 @@ def make_plan(config: ModelConfig, spec: SliceSpec) -> SlicePlan:
         audio_ffn = spec.audio_ffn_dim
     record: dict[str, Any] = {"kept_layers": list(kept), "ffn_dims": list(dims), "modalities": list(modalities),
                               "preset": spec.preset}
+    parent_source = dict(config.source)
+    vision = config.vision
+    if vocab is not None:
+        parent_source = remap_config(parent_source, vocab)  # every token id and vocabulary size moves together
+        child_text = replace(child_text, vocab_size=vocab.child_vocab,
+                             vocab_size_per_layer_input=vocab.child_text_vocab)
+        record["vocab"] = vocab_summary(vocab)
     if modalities == ("text",):
         source = {"model_type": "gemma3n_text", "architectures": [TEXT_ONLY_CLASS]}
         source |= {key: config.source[key] for key in ("dtype", "torch_dtype") if key in config.source}
         if config.multimodal:
-            source = {**config.source.get("text_config", {}), **source}
+            source = {**parent_source.get("text_config", {}), **source}
         else:
-            source = {**config.source, **source}
+            source = {**parent_source, **source}
         child = ModelConfig(source | {"matslice": record}, child_text)
     else:
         audio = replace(config.audio, conf_num_hidden_layers=len(kept_blocks))
+        if vocab is not None:
+            audio = replace(audio, vocab_offset=vocab.remap_id(audio.vocab_offset, "audio_config.vocab_offset"))
+            vision = replace(vision, vocab_offset=vocab.remap_id(vision.vocab_offset, "vision_config.vocab_offset"))
         # Units past ffn_dim in every conformer feed-forward are zero (see slicer/audio.py).
         record["audio"] = {"kept_blocks": list(kept_blocks), "ffn_dim": audio_ffn or audio.ffn_width}
-        child = ModelConfig(dict(config.source) | {"matslice": record}, child_text, audio, config.vision)
-    return SlicePlan(config, child, kept, dims, kept_blocks, audio_ffn, modalities, spec.preset)
+        child = ModelConfig(parent_source | {"matslice": record}, child_text, audio, vision)
+    return SlicePlan(config, child, kept, dims, kept_blocks, audio_ffn, modalities, spec.preset, vocab)
 
 
 def count_params(config: ModelConfig, vision_params: int | None = None) -> dict[str, Any]:

@@ -51,6 +51,11 @@ def plan_report(summary: dict[str, Any]) -> str:
         audio = summary["audio_config"]
         lines.append(f"audio: {audio['conf_num_hidden_layers']} conformer blocks {audio['kept_blocks']}, "
                      f"ffn width {audio['ffn_dim']} of {audio['ffn_dim_parent']}")
+    if summary.get("vocab"):
+        vocab = summary["vocab"]
+        corpus = ", ".join(c["name"] for c in vocab["corpus"])
+        lines.append(f"vocabulary: {vocab['kept_text_ids']:,} of {vocab['parent_text_ids']:,} text tokens, "
+                     f"from {corpus} ({vocab['covered_token_fraction']:.1%} of its tokens kept)")
     lines.append("")
     lines.append(f"{'parameters':<22}{'parent':>16}{'child':>16}")
     for key in ("effective_published", "effective", "text", "per_layer_embeddings", "audio", "vision", "total"):

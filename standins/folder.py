@@ -97,6 +97,28 @@ CHAT_TEMPLATE = """{{ bos_token }}
 """
 
 
+def gemma_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]]) -> GemmaTokenizer:
+    """GemmaTokenizer over a stand-in vocabulary, configured as Gemma's own: <bos> added, the chat turn markers and
+    the multimodal tokens special, and no clean-up of spaces on decode (transformers.js would otherwise default it
+    to on and decode `a != b` as `a!= b`, unlike Python).
+
+    Built through GemmaTokenizer (on the ``tokenizers`` library) rather than a hand-made pipeline because
+    transformers 5 rebuilds GemmaTokenizer's normalizer, pre-tokenizer and decoder from the class on load and
+    keeps only vocab and merges from tokenizer.json; saving what the class builds keeps tokenizer.json (what
+    transformers.js runs) and the Python tokenizer identical.
+    """
+    return GemmaTokenizer(
+        vocab=vocab,
+        merges=merges,
+        add_bos_token=True,
+        add_eos_token=False,
+        extra_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+        **MULTIMODAL_TOKENS,
+    )
+
+
 def timm_problem() -> str | None:
     """Why the vision tower cannot be built here, or None: timm, and torchvision under it, must import."""
     try:

@@ -45,7 +45,7 @@ from slicer.plan import SliceSpec
 from standins import tiny
 from standins.corpus import BYTE_TOKENS, Corpus, load_corpus, source_note, train_pieces
 from standins.folder import (
-    MULTIMODAL_TOKENS,
+    gemma_tokenizer,
     generation_config,
     random_model,
     timm_problem,
@@ -177,15 +177,7 @@ def build_tokenizer(corpus: Corpus) -> GemmaTokenizer:
     """GemmaTokenizer over BPE pieces learned from the training text (see standins.corpus for why it matches)."""
     room = BOI_ID - len(FIRST_SPECIALS) - len(BYTE_TOKENS)
     pieces, merges = train_pieces(corpus.train, room, FIRST_SPECIALS + BYTE_TOKENS)
-    return GemmaTokenizer(
-        vocab=_vocab(pieces),
-        merges=merges,
-        add_bos_token=True,
-        add_eos_token=False,
-        extra_special_tokens=["<start_of_turn>", "<end_of_turn>"],
-        model_max_length=32768,
-        **MULTIMODAL_TOKENS,
-    )
+    return gemma_tokenizer(_vocab(pieces), merges)
 
 
 # --- Data ------------------------------------------------------------------------------------------------

@@ -31,9 +31,9 @@ from transformers import GemmaTokenizer
 
 from standins.folder import (
     AUDIO_SOFT_TOKENS,
-    MULTIMODAL_TOKENS,
     VISION_HIDDEN_SIZE,
     VISION_SOFT_TOKENS,
+    gemma_tokenizer,
     generation_config,
     random_model,
     timm_problem,
@@ -170,22 +170,8 @@ def _vocab() -> dict[str, int]:
 
 
 def _tokenizer() -> GemmaTokenizer:
-    """GemmaTokenizer over the tiny vocab.
-
-    Built through GemmaTokenizer (on the ``tokenizers`` library) rather than a hand-made pipeline because
-    transformers 5 rebuilds GemmaTokenizer's normalizer, pre-tokenizer and decoder from the class on load and
-    keeps only vocab and merges from tokenizer.json; saving what the class builds keeps tokenizer.json (what
-    transformers.js runs) and the Python tokenizer identical.
-    """
-    return GemmaTokenizer(
-        vocab=_vocab(),
-        merges=list(MERGES),
-        add_bos_token=True,
-        add_eos_token=False,
-        extra_special_tokens=["<start_of_turn>", "<end_of_turn>"],
-        model_max_length=32768,
-        **MULTIMODAL_TOKENS,
-    )
+    """GemmaTokenizer over the tiny vocab and merges."""
+    return gemma_tokenizer(_vocab(), list(MERGES))
 
 
 # --- Public entry point ----------------------------------------------------------------------------------

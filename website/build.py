@@ -30,8 +30,8 @@ from gemma3n.config import ModelConfig, load_config
 from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
 from gemma3n.folders import check_writable
-from slicer.options import spec_changes
-from slicer.plan import SlicePlan, SliceSpec, make_plan
+from slicer.options import plan_for, spec_changes
+from slicer.plan import SlicePlan, SliceSpec
 from slicer.presets import get_preset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,10 +61,19 @@ class Variant:
     plan: SlicePlan | None = None
 
 
+VOCAB_OPTIONS = ("vocab_corpus", "vocab_size", "vocab_keep_unused")
+
+
 def custom_spec(args: argparse.Namespace) -> SliceSpec | None:
-    """The custom slice the options describe, or None when none of them was given."""
+    """The custom slice the shape options describe (None when none was given), with the vocabulary options."""
     changes = spec_changes(args)
-    return replace(SliceSpec(), **changes) if changes else None
+    shape = {k: v for k, v in changes.items() if k not in VOCAB_OPTIONS}
+    return replace(SliceSpec(), **changes) if shape else None
+
+
+def vocab_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The vocabulary options, which apply to every slice of the build (presets, custom, the default)."""
+    return {k: v for k, v in spec_changes(args).items() if k in VOCAB_OPTIONS}
 
 
 def check_out(out: Path) -> None:
@@ -102,16 +111,19 @@ def resolve_variants(args: argparse.Namespace, model: Path, is_default: bool) ->
     """Every variant of this build, each slice validated against the parent's config (no weights read)."""
     config = load_config(model)
     base = parent_id(model, is_default)
+    vocab = vocab_changes(args)
     variants = [] if args.no_parent else [Variant(base, f"{base} (parent)")]
     for name in args.preset:
         preset = get_preset(name)
-        variants.append(Variant(f"{base}-{slug(preset.name)}", preset.name, make_plan(config, preset.spec())))
+        variants.append(Variant(f"{base}-{slug(preset.name)}", preset.name,
+                                plan_for(config, replace(preset.spec(), **vocab), model)))
     spec = custom_spec(args)
     if spec is None and is_default and not args.preset:
         spec, name = default_slice(config)
+        spec = replace(spec, **vocab)
         args.name = args.name or name
     if spec is not None:
-        plan = make_plan(config, spec)
+        plan = plan_for(config, spec, model)
         name = slug(args.name) if args.name else slice_name(plan)
         variants.append(Variant(f"{base}-{name}", f"{base} {name}", plan))
     if not variants:
@@ -216,6 +228,7 @@ def models_entry(variant: Variant, bundle: Path, key: str, out: Path) -> dict[st
         slice_info = {k: summary[k] for k in ("preset", "kept_layers", "skipped_layers", "modalities")}
         slice_info["ffn_dims"] = list(variant.plan.ffn_dims)
         slice_info["audio"] = variant.plan.record.get("audio")
+        slice_info["vocab"] = variant.plan.record.get("vocab")
     return {
         "id": variant.id,
         "label": variant.label,
@@ -299,6 +312,8 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
     previous, checkpoint, code = previous_entries(out), checkpoint_hash(model), code_hash()
     remove_stale(out, {v.id for v in variants})
     runtime = vendor_runtime(out)
+    if not (out / "models.json").is_file():  # marks OUT as a MatSlice build before the first (long) export
+        write_models_json(out, [], runtime)
     copy_site(out)
     built: list[tuple[dict[str, Any], str]] = []
     for variant in variants:
