@@ -562,8 +562,8 @@ def test_tiny_multimodal_child_matches_parent_at_kept_ids(tiny_multimodal: Path,
 
 
 def test_nano_child_matches_parent_and_its_bundle_runs(fx: Path, tmp_path: Path, nano_corpus) -> None:
-    """A cut of the trained nano model to 300 of its training paragraphs, text only: logits equal the parent's at the kept ids, and the
-    exported bundle passes `verify` and greedy-generates PyTorch's ids in transformers.js."""
+    """A cut of the trained nano model to 300 of its training paragraphs, text only: logits equal the parent's
+    at the kept ids, and the exported bundle passes `verify` and greedy-generates PyTorch's ids in transformers.js."""
     from transformers import AutoModelForCausalLM, Gemma3nForConditionalGeneration
 
     from evaluation.parity import check_parity
