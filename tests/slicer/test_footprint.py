@@ -5,8 +5,9 @@ with tiny and nano-shaped exports (sliced: skipped layers, narrowed FFNs), with 
 multimodal bundles of tests/web_export/test_bundle.py and tests/evaluation/test_verify.py, and the sliced audio
 encoder of tests/web_export/test_audio_units.py, are checked the same way where they are written. The .onnx graph's
 own bytes are estimated (slicer/data/graph_bytes.json): the total is held to 1 % on the nano-sized slice, which
-is not one the model was calibrated on, and to GRAPH_TOLERANCE_TINY on tiny sessions, where the graph is about
-half of the bytes.
+is not one the model was calibrated on (measured: within 0.03 %), and to GRAPH_TOLERANCE_TINY on the tiny sessions,
+where the graph is about half of the bytes (they are calibration samples, within 0.6 %; other tiny shapes may
+stray further, since a few hundred bytes of graph are already a percent there).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from slicer.plan import SliceSpec, make_plan
 from slicer.presets import get_preset
 
 NANO_SLICE = SliceSpec(layers_to_skip=(1, 8), ffn_dims=(512, 256, 256, 512, 384, 256, 128, 512))
-GRAPH_TOLERANCE_TINY = 0.15  # of a tiny session's total bytes (half of which is graph)
+GRAPH_TOLERANCE_TINY = 0.02  # of a tiny session's total bytes (half of which is graph)
 SPLIT = {"q8": 9216}  # as tests/web_export/test_split.py: the smallest limits that split the tiny weights
 SPLIT_LIMIT = 4608
 
