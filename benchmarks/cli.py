@@ -1,4 +1,5 @@
-"""`matslice bench [--only slice,plan,export,decode,quant,browser] [--work DIR] [--vocab-divisor N]` (`nox -s bench`).
+"""`matslice bench [--only slice,plan,memory,export,decode,quant,browser] [--work DIR] [--vocab-divisor N]`
+(`nox -s bench`). `memory` checks `matslice plan` against a full-shape export (benchmarks/memory.py).
 
 Results go to build/bench/results.json (flat dotted keys, so they can be tracked over time, plus the
 details) and build/bench/results.md (the table the README shows).
@@ -15,7 +16,7 @@ from pathlib import Path
 from gemma3n.errors import UserError
 
 OUT = Path("build/bench")
-ALL = ("plan", "slice", "export", "decode", "quant", "browser")
+ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser")
 EXPORT_PRESETS = ("E0.40B-text", "E2B")
 
 
@@ -34,6 +35,13 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
 
         details["plan"] = bench_plan()
         results["plan.seconds"] = details["plan"]["seconds"]
+    if "memory" in wanted:
+        from benchmarks.memory import bench_memory
+
+        details["memory"] = found = bench_memory(work / "export")
+        results["plan.bytes_error"] = found["bytes_error"]
+        for context, figures in found["memory"].items():
+            results[f"plan.memory_error.{context}"] = figures["error"]
     if "slice" in wanted:
         from benchmarks.slicing import bench_slicing
 

@@ -6,7 +6,9 @@ of the q4 graphs (MatMulNBits blocks and our 4/8-bit lookups), dequantize it in 
 PyTorch model in place of the weight it was made from, and compare logits as for fp32.
 
 A quantized tensor is matched to its PyTorch parameter by shape and by value (the parameter it rounds,
-within half a quantization step), so no naming convention of the exporter is relied on.
+within half a quantization step), so no naming convention of the exporter is relied on. A weight split to fit the
+tensor limit is put back together from the graph's structure: MatMulNBits parts feeding one Concat are rows of one
+weight, in order; lookup parts are numbered columns of one table.
 """
 
 from __future__ import annotations
@@ -45,13 +47,18 @@ def quantized_tensors(path: Path) -> list[tuple[type[nn.Module], np.ndarray]]:
     inits = {t.name: t for t in model.graph.initializer}
     array = lambda name: numpy_helper.to_array(inits[name])  # noqa: E731
     tensors = []
-    for node in model.graph.node:
-        if node.op_type == "MatMulNBits":
-            attrs = {a.name: a.i for a in node.attribute}
-            zero = array(node.input[3]) if len(node.input) > 3 and node.input[3] in inits else None
-            scales = array(node.input[2])
-            weight = _nbits(array(node.input[1]), scales, zero, attrs["N"], attrs["K"], attrs["block_size"])
-            tensors.append((nn.Linear, weight))
+
+    def nbits(node: onnx.NodeProto) -> np.ndarray:
+        attrs = {a.name: a.i for a in node.attribute}
+        zero = array(node.input[3]) if len(node.input) > 3 and node.input[3] in inits else None
+        return _nbits(array(node.input[1]), array(node.input[2]), zero, attrs["N"], attrs["K"], attrs["block_size"])
+
+    matmuls = {node.output[0]: node for node in model.graph.node if node.op_type == "MatMulNBits"}
+    for node in model.graph.node:  # a weight split by output rows: its parts' results are concatenated
+        if node.op_type == "Concat" and node.input and all(name in matmuls for name in node.input):
+            parts = [matmuls.pop(name) for name in node.input]
+            tensors.append((nn.Linear, np.concatenate([nbits(part) for part in parts], axis=0)))
+    tensors += [(nn.Linear, nbits(node)) for node in matmuls.values()]
     parts: dict[tuple[str, int], dict[str, list]] = defaultdict(lambda: {"codes": [], "scales": []})
     for name in inits:
         if match := _LOOKUP.match(name):

@@ -4,17 +4,31 @@ This one table serves parameter counts, predicted checkpoint bytes, the complete
 parent's shards and the synthetic full-size checkpoints of the benchmarks. It mirrors what
 transformers >= 5 instantiates (tests compare it with a model built on the meta device), so KV-shared
 layers have no k/v projections here. The vision tower is a timm network whose tensors we do not
-re-derive: its count comes from the checkpoint's own safetensors headers, or from `VISION_PARAMS`.
+re-derive: they come from the checkpoint's own safetensors headers, or, for a stock tower (no `model_args`), from
+the table measured once from timm (gemma3n/data/vision-towers.json, which records the command).
 """
 
 from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
 
 from gemma3n.config import AudioConfig, ModelConfig, TextConfig
 
 Shapes = dict[str, tuple[int, ...]]
 
-# timm `mobilenetv5_300m_enc` as Gemma 3n builds it (no model_args), measured with timm 1.0.31.
-VISION_PARAMS = {"mobilenetv5_300m_enc": 294_126_912}
+
+@cache
+def _vision_towers() -> dict[str, Shapes]:
+    towers = json.loads(resources.files("gemma3n.data").joinpath("vision-towers.json").read_text())["towers"]
+    return {arch: {name: tuple(shape) for name, shape in tensors.items()} for arch, tensors in towers.items()}
+
+
+def stock_vision_shapes(architecture: str) -> Shapes | None:
+    """The tensors of a stock timm vision tower as Gemma 3n stores them (`model.vision_tower.`...), or None."""
+    tower = _vision_towers().get(architecture)
+    return None if tower is None else dict(tower)
 
 
 def text_shapes(text: TextConfig, prefix: str) -> Shapes:
@@ -143,3 +157,7 @@ def numel(shape: tuple[int, ...]) -> int:
     for dim in shape:
         count *= dim
     return count
+
+
+# timm `mobilenetv5_300m_enc` as Gemma 3n builds it (no model_args): 294,126,912 parameters.
+VISION_PARAMS = {arch: sum(numel(shape) for shape in tower.values()) for arch, tower in _vision_towers().items()}

@@ -1,6 +1,7 @@
 """The slicing stage's commands: `matslice presets`, `matslice plan`, `matslice slice`.
 
-`presets` and `plan` read configs only and import neither torch nor transformers, so they answer at once.
+`presets` and `plan` read configs only and import neither torch nor transformers, so they answer at once; `plan`
+also predicts the bundle `export` would write from the child (slicer/footprint.py) and its memory at run time.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from gemma3n.config import ModelConfig, e4b_config, load_config
 from gemma3n.errors import UserError
 from gemma3n.folders import check_new
 from gemma3n.units import parse_size
-from slicer.options import add_slice_options, plan_for, slice_spec
+from slicer.options import add_bundle_options, add_slice_options, bundle_options, plan_for, slice_spec
 
 
 def _model_config(model: str | None) -> tuple[ModelConfig, Path | None]:
@@ -26,11 +27,16 @@ def _model_config(model: str | None) -> tuple[ModelConfig, Path | None]:
 
 
 def cmd_plan(args: argparse.Namespace) -> None:
-    from slicer.report import plan_report, predicted_bytes
+    from slicer.report import bundle_summary, folder_tensors, plan_report, predicted_bytes
 
     config, folder = _model_config(args.model)
     plan = plan_for(config, slice_spec(args), folder)
-    summary = plan.summary() | predicted_bytes(plan, folder)
+    dtypes, options = bundle_options(args)
+    if args.context < 1:
+        raise UserError(f"--context {args.context}: give a number of tokens of at least 1")
+    tensors = folder_tensors(folder)
+    summary = plan.summary() | predicted_bytes(plan, folder, tensors)
+    summary |= bundle_summary(plan, tensors, dtypes, options, args.context)
     print(json.dumps(summary, indent=2) if args.json else plan_report(summary))
 
 
@@ -66,9 +72,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     presets.add_argument("--json", action="store_true")
     presets.set_defaults(run=cmd_presets)
 
-    plan = commands.add_parser("plan", help="validate a slice and print the child's layers, config and sizes")
+    plan = commands.add_parser("plan", help="validate a slice and print the child's layers, config, sizes, bundle "
+                                             "bytes and runtime memory")
     plan.add_argument("model", nargs="?", help="checkpoint folder or config.json (default: built-in E4B config)")
     add_slice_options(plan)
+    add_bundle_options(plan)
+    plan.add_argument("--context", type=int, default=2048, help="tokens for the runtime memory (default 2048)")
     plan.add_argument("--json", action="store_true")
     plan.set_defaults(run=cmd_plan)
 

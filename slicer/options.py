@@ -1,6 +1,7 @@
 """The slice options as a command line takes them, shared by every command that slices (`slice`, `plan`,
 `build-web`, `search`): one spelling, one parser, values parsed as integers and never evaluated; and the
-plan they make for a checkpoint (a vocabulary cut reads the parent's tokenizer and the corpus here)."""
+plan they make for a checkpoint (a vocabulary cut reads the parent's tokenizer and the corpus here). Likewise
+the bundle options, shared by `export`, which writes a bundle, and `plan`, which predicts it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from gemma3n.config import ModelConfig
+from gemma3n.dtypes import DTYPES, parse_dtypes
+from gemma3n.errors import UserError
+from gemma3n.units import parse_size
 from slicer.plan import SlicePlan, SliceSpec, make_plan
 from slicer.presets import get_preset, parse_int, parse_int_list
 
@@ -66,3 +70,29 @@ def plan_for(config: ModelConfig, spec: SliceSpec, folder: Path | None) -> Slice
         vocab = cut_for(folder, config.text.vocab_size_per_layer_input, config.text.vocab_size, spec.vocab_corpus,
                         spec.vocab_size, keep_placeholders=spec.vocab_keep_unused)
     return make_plan(config, spec, vocab)
+
+
+def add_bundle_options(parser: argparse.ArgumentParser) -> None:
+    """How a bundle is written (`export`) or predicted (`plan`): the same options, spelled once."""
+    group = parser.add_argument_group("bundle options")
+    group.add_argument("--dtype", default="q4", help=f"comma-separated, from {','.join(DTYPES)} (default q4)")
+    group.add_argument("--block-size", type=int, default=32, help="int4 quantization block size (default 32)")
+    group.add_argument("--asymmetric", action="store_true", help="int4 with zero points (default symmetric)")
+    group.add_argument("--max-file-size", default="1.5GB", help="largest file of the bundle (default 1.5GB)")
+    group.add_argument("--max-tensor-bytes", default="256MiB",
+                       help="split any weight or table above this, so every tensor fits a phone's WebGPU storage "
+                            "binding (default 256MiB)")
+
+
+def bundle_options(args: argparse.Namespace) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """(dtypes, options for `write_bundle` / `bundle_footprint`), every value checked."""
+    dtypes = parse_dtypes(args.dtype)
+    if args.block_size < 16 or args.block_size & (args.block_size - 1):
+        raise UserError(f"--block-size {args.block_size}: choose a power of two of at least 16 (32 is usual)")
+    max_file_bytes = parse_size(args.max_file_size, "--max-file-size")
+    max_tensor_bytes = parse_size(args.max_tensor_bytes, "--max-tensor-bytes")
+    if not 0 < max_tensor_bytes <= max_file_bytes:
+        raise UserError(f"--max-tensor-bytes {max_tensor_bytes:,} must be above 0 and at most --max-file-size "
+                        f"({max_file_bytes:,} bytes): a tensor cannot span two data files")
+    return dtypes, {"block_size": args.block_size, "symmetric": not args.asymmetric,
+                    "max_file_bytes": max_file_bytes, "max_tensor_bytes": max_tensor_bytes}

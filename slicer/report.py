@@ -7,19 +7,30 @@ from typing import Any
 
 from gemma3n.config import e4b_config
 from gemma3n.errors import UserError
-from gemma3n.safetensors import read_tensors
-from gemma3n.shapes import checkpoint_shapes, numel
+from gemma3n.modalities import TEXT_SESSIONS
+from gemma3n.safetensors import TensorInfo, read_tensors
+from gemma3n.shapes import checkpoint_shapes, numel, stock_vision_shapes
+from gemma3n.units import human_bytes
+from slicer.footprint import bundle_footprint, runtime_memory, vision_tensors_from
 from slicer.plan import DTYPE_BYTES, SlicePlan, count_params, make_plan
 from slicer.presets import all_presets
 
 
-def predicted_bytes(plan: SlicePlan, folder: Path | None) -> dict[str, Any]:
+def folder_tensors(folder: Path | None) -> dict[str, TensorInfo] | None:
+    """The tensors a checkpoint folder's shard headers list, or None without a folder or readable shards."""
+    if folder is None:
+        return None
+    try:
+        return read_tensors(folder) or None
+    except UserError:
+        return None
+
+
+def predicted_bytes(plan: SlicePlan, folder: Path | None,
+                    tensors: dict[str, TensorInfo] | None = None) -> dict[str, Any]:
     """Bytes of the child's safetensors, exact from the parent's headers when its shards are at hand."""
     if folder is not None:
-        try:
-            tensors = read_tensors(folder)
-        except UserError:
-            tensors = None
+        tensors = tensors or folder_tensors(folder)
         if tensors:
             from slicer.checkpoint import tensor_map
 
@@ -34,6 +45,57 @@ def predicted_bytes(plan: SlicePlan, folder: Path | None) -> dict[str, Any]:
     count = sum(numel(s) for s in checkpoint_shapes(plan.child).values())
     count += count_params(plan.child)["vision"] or 0
     return {"bytes": count * item, "bytes_source": f"config shapes at {dtype}"}
+
+
+def bundle_summary(plan: SlicePlan, tensors: dict[str, TensorInfo] | None, dtypes: tuple[str, ...],
+                   options: dict[str, Any], context: int) -> dict[str, Any]:
+    """What `matslice export` would write for the child, and what running it takes, as JSON-ready data: `bundle`
+    (bytes per session and dtype, text-only and all-session totals, the largest tensor per dtype) and `memory`
+    (per dtype at `context` tokens). A customised vision tower is known only from the checkpoint's headers."""
+    child, notes = plan.child, []
+    modalities = plan.modalities
+    vision = vision_tensors_from(tensors) if tensors and child.multimodal else None
+    stock = child.multimodal and not child.vision.customized and stock_vision_shapes(child.vision.architecture)
+    if child.multimodal and not vision and not stock:
+        modalities = tuple(m for m in modalities if m != "vision")
+        notes.append("vision_encoder left out: its customised tower is known only from the checkpoint's headers "
+                     "(pass the checkpoint folder)")
+    footprint = bundle_footprint(child, dtypes, modalities=modalities, vision_tensors=vision, **options)
+    sessions = {session: {dtype: {"bytes": found.bytes, "data_bytes": found.data_bytes,
+                                  "graph_bytes": found.graph_bytes,
+                                  "largest_tensor": {"name": found.largest_tensor[0], "bytes": found.largest_tensor[1]}}
+                          for dtype, found in variants.items()}
+                for session, variants in footprint.items()}
+    totals = {dtype: {"text": sum(sessions[s][dtype]["bytes"] for s in TEXT_SESSIONS),
+                      "all": sum(variants[dtype]["bytes"] for variants in sessions.values())} for dtype in dtypes}
+    largest = {dtype: max(({"session": s, **variants[dtype]["largest_tensor"]} for s, variants in sessions.items()),
+                          key=lambda r: (r["bytes"], r["session"])) for dtype in dtypes}
+    memory = {dtype: runtime_memory(child, dtype, context, **options) for dtype in dtypes}
+    return {
+        "bundle": {"dtypes": list(dtypes), "options": options, "sessions": sessions, "bytes": totals,
+                   "largest_tensor": largest, "notes": notes,
+                   "exact": "data_bytes and largest_tensor are exact; graph_bytes (the .onnx graph) is estimated"},
+        "memory": {"context": context, "batch": 1, "sessions": list(TEXT_SESSIONS), "dtypes": memory},
+    }
+
+
+def bundle_report(summary: dict[str, Any]) -> list[str]:
+    bundle, memory = summary["bundle"], summary["memory"]
+    dtypes = bundle["dtypes"]
+    head = f"{'':<26}" + "".join(f"{d:>14}" for d in dtypes)
+    lines = ["", "bundle (download bytes; the .onnx graphs estimated, the weights exact)", head]
+    for session, variants in bundle["sessions"].items():
+        lines.append(f"{session:<26}" + "".join(f"{human_bytes(variants[d]['bytes']):>14}" for d in dtypes))
+    for key, label in (("text", "text sessions"), ("all", "all sessions")):
+        lines.append(f"{label:<26}" + "".join(f"{human_bytes(bundle['bytes'][d][key]):>14}" for d in dtypes))
+    for dtype in dtypes:
+        found = bundle["largest_tensor"][dtype]
+        lines.append(f"largest tensor ({dtype}): {found['name']} in {found['session']}, {found['bytes']:,} bytes")
+    lines += bundle["notes"]
+    lines += ["", f"runtime memory at {memory['context']} tokens, batch 1 (text sessions)", head]
+    for key in ("weights", "kv_cache", "activations", "total"):
+        lines.append(f"{key:<26}" + "".join(f"{human_bytes(memory['dtypes'][d][key]):>14}" for d in dtypes))
+    return lines
 
 
 def plan_report(summary: dict[str, Any]) -> str:
@@ -62,6 +124,8 @@ def plan_report(summary: dict[str, Any]) -> str:
         shown = [f"{v:>16,}" if v is not None else f"{'unknown':>16}" for v in (parent[key], params[key])]
         lines.append(f"{key:<22}{''.join(shown)}")
     lines.append(f"{'checkpoint bytes':<22}{'':>16}{summary['bytes']:>16,}  ({summary['bytes_source']})")
+    if "bundle" in summary:
+        lines += bundle_report(summary)
     return "\n".join(lines)
 
 

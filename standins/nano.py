@@ -408,3 +408,13 @@ def write_nano(out: Path, *, seed: int = 0, steps: int | None = None, matformer:
     model.generation_config = generation_config(BOS_ID, [EOS_ID, END_OF_TURN_ID], PAD_ID)
     return write_folder(out, model, tokenizer, text_only=text_only, card=_model_card(matformer, seed, result, ppl,
                                                                                         corpus))
+
+
+def write_random_nano(out: Path, *, seed: int = 0, text_only: bool = True) -> Path:
+    """A nano-shaped Gemma 3n with random weights and the tiny tokenizer, written in seconds: for the checks that
+    need nano's shapes (hidden 128, 10 layers, a 2080-id vocabulary) but not its training, such as bundle sizes.
+    The tokenizer covers only the first 288 ids, which export does not mind."""
+    text_only = text_only or timm_problem() is not None
+    model = random_model(nano_config(text_only=text_only), seed)
+    model.generation_config = generation_config(BOS_ID, [EOS_ID, END_OF_TURN_ID], PAD_ID)
+    return write_folder(out, model, tiny.tokenizer(), text_only=text_only)

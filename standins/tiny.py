@@ -169,7 +169,7 @@ def _vocab() -> dict[str, int]:
     return {by_id.get(i) or f"<unused{next(unused)}>": i for i in range(VOCAB_SIZE)}
 
 
-def _tokenizer() -> GemmaTokenizer:
+def tokenizer() -> GemmaTokenizer:
     """GemmaTokenizer over the tiny vocab and merges."""
     return gemma_tokenizer(_vocab(), list(MERGES))
 
@@ -187,4 +187,4 @@ def write_tiny(out: Path, *, text_only: bool = False, seed: int = 0) -> Path:
         text_only = True
     model = random_model(tiny_config(text_only=text_only), seed)
     model.generation_config = generation_config(BOS_ID, [EOS_ID, END_OF_TURN_ID], PAD_ID)
-    return write_folder(out, model, _tokenizer(), text_only=text_only)
+    return write_folder(out, model, tokenizer(), text_only=text_only)

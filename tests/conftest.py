@@ -30,6 +30,34 @@ def tiny_text(tmp_path_factory) -> Path:
     return write_tiny(tmp_path_factory.mktemp("tiny") / "text", text_only=True, seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_text_graphs(tiny_text: Path) -> list:
+    """The tiny text checkpoint's sessions traced once (the slow part of an export), for tests that write variants."""
+    from web_export.export import trace_sessions
+
+    return trace_sessions(tiny_text)
+
+
+def assert_plan_exact(onnx_dir: Path, checkpoint: Path, dtypes: tuple[str, ...], sessions: tuple[str, ...] = (),
+                      **options) -> None:
+    """Every session variant under `onnx_dir` holds exactly the weight tensors `matslice plan` predicts for
+    `checkpoint` (names, bytes, inside or outside the .onnx file), its data files hold exactly those, and its largest
+    tensor is the predicted one (benchmarks.graph_bytes.measure raises on any difference)."""
+    from benchmarks.graph_bytes import measure
+    from gemma3n.config import load_config
+    from gemma3n.safetensors import read_tensors
+    from slicer.footprint import bundle_sessions, largest, session_parts, vision_tensors_from
+    from web_export.quantize import variant_name
+
+    config = load_config(checkpoint)
+    vision = vision_tensors_from(read_tensors(checkpoint))
+    for session in sessions or bundle_sessions(config):
+        for dtype in dtypes:
+            parts = session_parts(config, session, dtype, vision_tensors=vision, **options)
+            written = measure(onnx_dir / variant_name(session, dtype), parts)
+            assert written.largest_tensor == largest(parts), (session, dtype)
+
+
 MATSLICE = [sys.executable, "-m", "matslice"]
 
 

@@ -6,8 +6,8 @@ lookup into a weight table becomes: gather the packed rows, unpack nibbles (Bitw
 subtract the offset, and multiply by the gathered per-block scales. Only the rows a lookup reads are
 dequantized, so the table is never materialised in fp32 at run time.
 
-Tables are also split along their columns so that no single tensor exceeds `max_tensor_bytes` (WebGPU
-buffers are limited to 1 GiB on many adapters; the E2B per-layer table is 2 GB even at 8 bits).
+Tables are also split along their columns so that no single tensor exceeds the tensor limit (a phone's WebGPU
+binds at most 256 MiB per buffer; the E2B per-layer table is 1 GB of codes even at 4 bits).
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from web_export.weights import Pending, Source, stub
+from gemma3n.layout import Part, lookup_applies, lookup_block, lookup_parts
+from web_export.weights import Pending, Source, Window, spec_stub
 
 OFFSET = {4: 8, 8: 128}
 
@@ -42,18 +43,6 @@ def dequantize_rows(codes: np.ndarray, scales: np.ndarray, bits: int, block: int
     values = codes.astype(np.float32) - OFFSET[bits]
     rows, cols = values.shape
     return (values.reshape(rows, cols // block, block) * scales[..., None]).reshape(rows, cols)
-
-
-def _column_parts(cols: int, block: int, bits: int, rows: int, max_bytes: int | None) -> list[tuple[int, int]]:
-    """Column ranges, on block boundaries, whose quantized bytes each stay under `max_bytes`."""
-    if max_bytes is None:
-        return [(0, cols)]
-    bytes_per_col = rows * bits / 8
-    width = int(max_bytes // bytes_per_col) // block * block
-    if width == 0:
-        raise ValueError(f"one {block}-column block of a {rows}-row table exceeds {max_bytes} bytes: "
-                         f"use a smaller block size")
-    return [(start, min(cols, start + width)) for start in range(0, cols, width)]
 
 
 class _Builder:
@@ -95,50 +84,43 @@ def _lookup(b: _Builder, codes: str, scales: str, blocks: int, ids: str, bits: i
     return b.op("Reshape", [scaled, flat], output)
 
 
-def _quantized_part(b: _Builder, pending: Pending, source: Source, start: int, stop: int, bits: int,
-                    block: int) -> tuple[str, str, int]:
-    """Register the codes and scales of columns [start, stop) of a table, computed row block by row block;
-    returns their names and the number of blocks per row."""
-    rows, blocks = source.shape[0], (stop - start) // block
-    codes = stub(b.name("codes"), TensorProto.UINT8, [rows, (stop - start) * bits // 8])
-    scales = stub(b.name("scales"), TensorProto.FLOAT, [rows, blocks])
-    pending.add(source, [codes, scales], lambda table: quantize_rows(table[:, start:stop], bits, block))
-    return codes.name, scales.name, blocks
-
-
 def lower_lookups(model: onnx.ModelProto, weights: dict[str, Source], pending: Pending, *, bits: int = 4,
-                  block_size: int = 32, min_rows: int = 64, max_tensor_bytes: int | None = 1 << 30) -> int:
+                  block_size: int = 32, float_bytes: int = 4, limit: int | None = None) -> int:
     """Rewrite every Gather over a 2-D weight table of the main graph into a quantized lookup.
 
     `weights` maps the graph's weights (data-less initializers) to their sources; the codes and scales are
-    registered with `pending` and computed from blocks of table rows while they are written. A table still
-    read by other nodes keeps its float copy for them. Returns how many tables were rewritten.
+    registered with `pending` and computed from blocks of table rows while they are written. Which tables qualify,
+    the block (`block_size` at 4 bits, 32 at 8) and the column parts that keep each tensor under `limit` bytes are
+    gemma3n/layout.py's. A table still read by other nodes keeps its float copy for them. Returns how many tables
+    were rewritten.
     """
     if max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) < 18:
         raise ValueError("quantized lookups need opset 18 (BitwiseAnd); export with opset >= 18")
+    block = lookup_block(bits, block_size)
     graph = model.graph
     rewritten: list[onnx.NodeProto] = []
-    done: dict[str, tuple[_Builder, list[tuple[str, str, int]]]] = {}
+    done: dict[str, tuple[_Builder, list[Part]]] = {}
     for node in graph.node:
         axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
         source = weights.get(node.input[0]) if node.op_type == "Gather" and axis == 0 else None
-        if source is None or len(source.shape) != 2 or source.shape[0] < min_rows or source.shape[1] % block_size:
+        if source is None or len(source.shape) != 2 or not lookup_applies(*source.shape, block):
             rewritten.append(node)
             continue
         if node.input[0] not in done:
-            rows, cols = source.shape
-            b = _Builder(graph, f"{node.input[0]}/q{bits}")
-            done[node.input[0]] = b, [
-                _quantized_part(b, pending, source, start, stop, bits, block_size)
-                for start, stop in _column_parts(cols, block_size, bits, rows, max_tensor_bytes)
-            ]
+            parts = lookup_parts(node.input[0], *source.shape, bits, block, float_bytes, limit)
+            for part in parts:
+                pending.add(Window.of_cols(source, part.start, part.stop), [spec_stub(t) for t in part.tensors],
+                            lambda table: quantize_rows(table, bits, block))
+            done[node.input[0]] = _Builder(graph, f"{node.input[0]}/q{bits}"), parts
         b, parts = done[node.input[0]]
         b.nodes = []
         batch_shape = b.op("Shape", [node.input[1]])
         outputs = []
-        for codes, scales, blocks in parts:
+        for part in parts:
+            codes, scales = (t.name for t in part.tensors)
             target = node.output[0] if len(parts) == 1 else None
-            outputs.append(_lookup(b, codes, scales, blocks, node.input[1], bits, block_size, batch_shape, target))
+            outputs.append(_lookup(b, codes, scales, (part.stop - part.start) // block, node.input[1], bits, block,
+                                   batch_shape, target))
         if len(outputs) > 1:
             b.op("Concat", outputs, node.output[0], axis=-1)
         rewritten.extend(b.nodes)

@@ -5,19 +5,21 @@ A Linear weight is stored [N, K] (out, in) and MatMulNBits wants exactly that: p
 asymmetric, one 4-bit zero point per block packed the same way per row (onnxruntime contrib op
 MatMulNBits; absent zero points mean 8). So each block of weight rows becomes the next bytes of the codes,
 scales and zero points, and the weight is never held whole. The traced graph computes `x @ W.T` as
-MatMul(x, Transpose(W)); the pair becomes one MatMulNBits node.
+MatMul(x, Transpose(W)); the pair becomes one MatMulNBits node, or one per part of the output rows when the
+weight must be split to fit the tensor limit (names and shapes: gemma3n/layout.py).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import helper
 
-from web_export.weights import Pending, Source, Transposed, stub
+from gemma3n.layout import Part, matmul_parts
+from web_export.parts import concat, part_outputs, rewrite_weight_matmuls
+from web_export.weights import Pending, Source, Window, spec_stub
 
 MS_DOMAIN = "com.microsoft"
 
@@ -52,73 +54,41 @@ def quantize_blocks(rows: np.ndarray, block: int, symmetric: bool) -> tuple[np.n
 
 
 def lower_matmuls(
-    model: onnx.ModelProto, weights: dict[str, Source], pending: Pending, *, block: int = 32, symmetric: bool = True
+    model: onnx.ModelProto,
+    weights: dict[str, Source],
+    pending: Pending,
+    *,
+    block: int = 32,
+    symmetric: bool = True,
+    dtype: str = "q4",
+    limit: int | None = None,
 ) -> int:
     """Turn every MatMul by a 2-D checkpoint weight into MatMulNBits; returns how many weights were quantized.
 
     `weights` maps the graph's weights (data-less initializers) to their sources; the quantized tensors are
-    registered with `pending`, to be computed while they are written.
+    registered with `pending`, to be computed while they are written. A weight whose blocks would exceed `limit`
+    bytes is split by output rows into several MatMulNBits whose results are concatenated (web_export/parts.py).
     """
     if block < 16 or block & (block - 1):
         raise ValueError(f"block size must be a power of two >= 16, got {block}")
-    done: dict[str, tuple[str, ...]] = {}
+    done: dict[str, list[Part]] = {}
 
     def lower(node: onnx.NodeProto, name: str, source: Source) -> list[onnx.NodeProto]:
-        if name not in done:
-            done[name] = _quantized_inputs(name, source, pending, block, symmetric)
         n, k = source.shape
-        return [helper.make_node("MatMulNBits", [node.input[0], *done[name]], list(node.output), name=node.name,
-                                 domain=MS_DOMAIN, K=k, N=n, bits=4, block_size=block)]
+        if name not in done:
+            done[name] = matmul_parts(name, n, k, dtype, block=block, symmetric=symmetric, limit=limit)
+            for part in done[name]:
+                pending.add(Window.of_rows(source, part.start, part.stop), [spec_stub(t) for t in part.tensors],
+                            lambda rows: quantize_blocks(rows, block, symmetric))
+        parts = done[name]
+        outputs = part_outputs(node, len(parts))
+        nodes = [helper.make_node("MatMulNBits", [node.input[0], *(t.name for t in part.tensors)], [out],
+                                  name=node.name if len(parts) == 1 else f"{node.name}/part{i}", domain=MS_DOMAIN,
+                                  K=k, N=part.stop - part.start, bits=4, block_size=block)
+                 for i, (part, out) in enumerate(zip(parts, outputs, strict=True))]
+        return nodes + concat(node, outputs)
 
     rewrite_weight_matmuls(model, weights, lower)
     if done and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return len(done)
-
-
-def rewrite_weight_matmuls(
-    model: onnx.ModelProto,
-    weights: dict[str, Source],
-    lower: Callable[[onnx.NodeProto, str, Source], list[onnx.NodeProto]],
-) -> None:
-    """Replace each MatMul of the main graph by a weight with `lower(node, weight name, weight as [N, K])`."""
-    graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
-    lowered = []
-    for node in graph.node:
-        name, source = matmul_weight(node, producers, weights)
-        lowered.extend([node] if source is None else lower(node, name, source))
-    del graph.node[:]
-    graph.node.extend(lowered)
-
-
-def matmul_weight(node: onnx.NodeProto, producers: dict, weights: dict[str, Source]) -> tuple[str, Source | None]:
-    """(name, source as [N, K]) of the weight a MatMul multiplies by, or (_, None) for any other node.
-
-    B is either Transpose(W) of a weight W [N, K] (a traced Linear) or a weight [K, N] itself (an fp32 file)."""
-    if node.op_type != "MatMul" or node.domain not in ("", "ai.onnx"):
-        return "", None
-    b = node.input[1]
-    if b in weights and len(weights[b].shape) == 2:
-        return b, Transposed(weights[b])
-    transpose = producers.get(b)
-    if transpose is None or transpose.op_type != "Transpose" or transpose.input[0] not in weights:
-        return "", None
-    perm = next((list(a.ints) for a in transpose.attribute if a.name == "perm"), [1, 0])
-    source = weights[transpose.input[0]]
-    if len(source.shape) != 2 or perm != [1, 0]:
-        return "", None
-    return transpose.input[0], source
-
-
-def _quantized_inputs(name: str, source: Source, pending: Pending, block: int, symmetric: bool) -> tuple[str, ...]:
-    n, k = source.shape
-    blocks = math.ceil(k / block)
-    stubs = [
-        stub(f"{name}_Q4", TensorProto.UINT8, [n, blocks, block // 2]),
-        stub(f"{name}_scales", TensorProto.FLOAT, [n * blocks]),
-    ]
-    if not symmetric:
-        stubs.append(stub(f"{name}_zero_points", TensorProto.UINT8, [n, math.ceil(blocks / 2)]))
-    pending.add(source, stubs, lambda rows: quantize_blocks(rows, block, symmetric))
-    return tuple(s.name for s in stubs)

@@ -7,8 +7,12 @@ ours rather than onnx's or the quantizers', because the browser needs
 * file names the runtime derives from the dtype (`utils/dtypes.js` DEFAULT_DTYPE_SUFFIX_MAPPING);
 * external data split into `<file>.onnx_data`, `<file>.onnx_data_1`, ... (`utils/model-loader.js`
   getExternalDataChunkNames), each chunk small enough for one ArrayBuffer (just under 2 GiB in Chrome);
-* no single weight above what one WebGPU buffer can hold (1 GiB on common adapters);
-* byte-identical output for the same input, so bundles can be compared by sha256.
+* no single tensor above what a phone's WebGPU can bind (`--max-tensor-bytes`, 256 MiB by default): bigger MatMul
+  weights and tables are split into parts (web_export/parts.py);
+* byte-identical output for the same input, so bundles can be compared by sha256;
+* sizes a plan can predict without tracing: every weight-derived tensor is named, shaped and placed by
+  gemma3n/layout.py, the data chunks hold exactly those tensors (constants the tracer makes stay inside the .onnx
+  file) and each chunk ends on an aligned boundary, so the chunks' bytes do not depend on the graph's order.
 """
 
 from __future__ import annotations
@@ -27,18 +31,20 @@ from tqdm import tqdm
 
 from gemma3n.dtypes import DTYPES
 from gemma3n.errors import UserError
+from gemma3n.layout import (
+    DEFAULT_MAX_FILE_BYTES,
+    MAX_CHUNKS,
+    MAX_TENSOR_BYTES,
+    aligned,
+    place,
+    stays_inline,
+    tensor_limit,
+)
 from web_export.int8 import lower_matmuls_q8
 from web_export.lookup import lower_lookups
 from web_export.nbits import lower_matmuls
+from web_export.parts import lower_float_matmuls, split_float_gathers
 from web_export.weights import ArrayTensor, Derived, Pending, SessionGraph, Source, Transposed, stub
-
-# Chrome refuses ArrayBuffers of 0x7fe00000 bytes (~2 GiB) and more; stay well below so a chunk is always
-# fetchable, yet above 1 GiB so the largest tensor WebGPU can hold (MAX_TENSOR_BYTES) still fits one chunk.
-DEFAULT_MAX_FILE_BYTES = 1_500_000_000
-MAX_TENSOR_BYTES = 1 << 30  # WebGPU maxBufferSize on many adapters
-MAX_CHUNKS = 100  # transformers.js MAX_EXTERNAL_DATA_CHUNKS (utils/hub/constants.js)
-EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay inside the .onnx file, as onnx.save does by default
-ALIGNMENT = 64
 
 
 @dataclass(frozen=True)
@@ -68,11 +74,12 @@ def quantize(fp32_onnx: Path, dtype: str, out: Path, **options: Any) -> Path:
 
 
 def graph_from_onnx(path: Path) -> SessionGraph:
-    """An fp32 ONNX file as a SessionGraph: its 2-D float initializers become weights, read from memory."""
+    """An fp32 ONNX file as a SessionGraph: its float initializers (all but scalars) become weights, read from memory,
+    so they are written where weights go (large ones in the data chunks)."""
     model = onnx.load(path)
     weights: dict[str, Source] = {}
     for tensor in model.graph.initializer:
-        if tensor.data_type == TensorProto.FLOAT and len(tensor.dims) == 2:
+        if tensor.data_type == TensorProto.FLOAT and len(tensor.dims) >= 1:
             weights[tensor.name] = ArrayTensor(onnx.numpy_helper.to_array(tensor))
             tensor.CopyFrom(stub(tensor.name, TensorProto.FLOAT, tensor.dims))
     return SessionGraph(Path(path).stem, model, weights)
@@ -90,8 +97,9 @@ def write_variant(
 ) -> SavedModel:
     """Write the `dtype` variant of a traced session to `path`, reading its weights as it writes them.
 
-    `max_tensor_bytes=None` lifts the WebGPU single-buffer limit (for Node/CPU-only bundles); a tensor above
-    `max_file_bytes` is always refused because one tensor cannot span two chunks.
+    A MatMul weight or table bigger than `max_tensor_bytes` (one WebGPU binding) is split into parts that fit;
+    `max_tensor_bytes=None` lifts that limit (for Node/CPU-only bundles), but no tensor may exceed one data chunk
+    (`max_file_bytes`), so bigger ones are split to fit a chunk. Any other tensor above the limit is refused.
 
     q4 (MatMulNBits blocks, 4-bit lookups), q8 (MatMulInteger codes, 8-bit lookups) and fp32 stream: each
     weight is read a block of rows at a time and its derived bytes go straight to the data chunks, so memory
@@ -99,16 +107,20 @@ def write_variant(
     the data-less weights and their values are halved as they are written.
     """
     kind = DTYPES[dtype]
+    limit = tensor_limit(max_tensor_bytes, max_file_bytes)
     model = onnx.ModelProto()
     model.CopyFrom(graph.model)
     pending = Pending(model.graph)
     if kind.matmul == "int4":
-        lower_matmuls(model, graph.weights, pending, block=block_size, symmetric=symmetric)
+        lower_matmuls(model, graph.weights, pending, block=block_size, symmetric=symmetric, dtype=dtype, limit=limit)
     elif kind.matmul == "int8":
-        lower_matmuls_q8(model, graph.weights, pending)
+        lower_matmuls_q8(model, graph.weights, pending, limit=limit)
+    else:
+        lower_float_matmuls(model, graph.weights, pending, dtype=dtype, limit=limit)
     if kind.lookup_bits:
-        lower_lookups(model, graph.weights, pending, bits=kind.lookup_bits,
-                      block_size=block_size if kind.lookup_bits == 4 else 32, max_tensor_bytes=max_tensor_bytes)
+        lower_lookups(model, graph.weights, pending, bits=kind.lookup_bits, block_size=block_size,
+                      float_bytes=kind.float_bytes, limit=limit)
+    split_float_gathers(model, graph.weights, pending, float_bytes=kind.float_bytes, limit=limit)
     fold_weights(model, graph.weights, pending)
     # fail before minutes of writing; fp16 will halve the float weights
     check_tensor_limit(model, max_tensor_bytes, max_file_bytes, float_bytes=kind.float_bytes)
@@ -267,14 +279,15 @@ def check_tensor_limit(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     float_bytes: int = 4,
 ) -> None:
-    """Fail on any weight above `limit` (one WebGPU buffer) or above `max_file_bytes` (one data chunk)."""
+    """Fail on any tensor above `limit` (one WebGPU binding) or above `max_file_bytes` (one data chunk): after the
+    splits, only a weight that is neither a MatMul's nor a Gathered table's can still be that big."""
     name, size = largest_tensor(model, float_bytes)
     if limit is not None and size > limit:
         raise UserError(
             f"initializer {name!r} is {size:,} bytes, over the {limit:,}-byte single-tensor limit "
-            "(one WebGPU buffer); quantize it further (--dtype q4) or split the table"
+            "(one WebGPU binding), and only MatMul weights and tables can be split: raise --max-tensor-bytes"
         )
-    if size > max_file_bytes:
+    if size > tensor_limit(None, max_file_bytes):
         raise UserError(
             f"initializer {name!r} is {size:,} bytes, over the {max_file_bytes:,}-byte external data chunk size; "
             "a tensor cannot span two chunks"
@@ -289,10 +302,11 @@ def save_chunked(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_tensor_bytes: int | None = MAX_TENSOR_BYTES,
 ) -> SavedModel:
-    """Save with weights in `<name>_data`, `<name>_data_1`, ... chunks of at most `max_file_bytes` each.
+    """Save with the weights in `<name>_data`, `<name>_data_1`, ... chunks of at most `max_file_bytes` each.
 
-    Tensors are placed in graph order at ALIGNMENT-aligned offsets, so the bytes depend only on the model.
-    Pending tensors (`pending`) are computed a block of source rows at a time and written as they come.
+    The weights are the `pending` tensors: computed a block of source rows at a time and written as they come,
+    placed in graph order at aligned offsets (`gemma3n.layout.place`), so the bytes depend only on the model.
+    Small ones (`gemma3n.layout.stays_inline`), and every other initializer, stay inside the .onnx file.
     """
     path = Path(path)
     pending = pending or Pending(model.graph)
@@ -311,9 +325,9 @@ def save_chunked(
 
 
 def inline_small(model: onnx.ModelProto, pending: Pending) -> None:
-    """Compute pending tensors that are all under EXTERNAL_MIN_BYTES now: they stay inside the .onnx file."""
+    """Compute now the pending tensors computed together that are all small: they stay inside the .onnx file."""
     sizes = {t.name: tensor_bytes(t) for t in model.graph.initializer}
-    small = [d for d in pending.derived if all(sizes[name] < EXTERNAL_MIN_BYTES for name in d.outputs)]
+    small = [d for d in pending.derived if stays_inline(sizes[name] for name in d.outputs)]
     materialize(model, Pending(model.graph, small))
     pending.keep_only({n for d in pending.derived if d not in small for n in d.outputs})
 
@@ -321,21 +335,21 @@ def inline_small(model: onnx.ModelProto, pending: Pending) -> None:
 def assign_chunks(
     model: onnx.ModelProto, name: str, max_file_bytes: int, pending: set[str]
 ) -> dict[str, tuple[str, int, int]]:
-    """Place each large or pending initializer in a chunk file: {tensor: (chunk, offset, length)}."""
-    layout: dict[str, tuple[str, int, int]] = {}
-    index, used = 0, 0
+    """Place each pending (weight-derived) initializer in a chunk file: {tensor: (chunk, offset, length)}.
+
+    Every other initializer is a constant the tracer or a rewrite made (rotary frequencies, the audio timing
+    signal, shape vectors), a few kilobytes at most, and stays inside the .onnx file whatever its size, so the
+    chunks hold the weights alone (`gemma3n.layout.place`)."""
+    tensors = []
     for graph in all_graphs(model):
         for tensor in graph.initializer:
             if tensor.data_location == TensorProto.EXTERNAL:
                 raise ValueError(f"tensor {tensor.name!r} still refers to external data; load the model with weights")
-            length = tensor_bytes(tensor)
-            if length < EXTERNAL_MIN_BYTES and tensor.name not in pending:
-                continue
-            start = -(-used // ALIGNMENT) * ALIGNMENT
-            if used and start + length > max_file_bytes:
-                index, start = index + 1, 0
-            layout[tensor.name] = (chunk_name(name, index), start, length)
-            used = start + length
+            if tensor.name in pending:
+                tensors.append((tensor.name, tensor_bytes(tensor)))
+    placed = place([length for _, length in tensors], max_file_bytes)
+    layout = {name_: (chunk_name(name, index), offset, length)
+              for (name_, length), (index, offset) in zip(tensors, placed, strict=True)}
     chunks = {location for location, _, _ in layout.values()}
     if len(chunks) > MAX_CHUNKS:
         raise ValueError(f"{name}: {len(chunks)} external data chunks, transformers.js loads at most {MAX_CHUNKS}")
@@ -349,7 +363,7 @@ def write_chunks(
     folder.mkdir(parents=True, exist_ok=True)
     ends: dict[str, int] = {}
     for location, offset, length in layout.values():
-        ends[location] = max(ends.get(location, 0), offset + length)
+        ends[location] = max(ends.get(location, 0), aligned(offset + length))  # chunks end aligned (module doc)
     handles = {location: open(folder / location, "wb") for location in sorted(ends)}  # noqa: SIM115
     try:
         for location, handle in handles.items():

@@ -18,20 +18,21 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from gemma3n.layout import TensorSpec
 from gemma3n.safetensors import TensorInfo, read_float
 
 BLOCK_BYTES = 64 << 20  # fp32 bytes of one block of rows
 
 
 class Source(Protocol):
-    """A 2-D (or smaller) float tensor whose rows, or columns, can be read in blocks, as float32."""
+    """A float tensor whose rows (for a 2-D one, any window of rows and columns) can be read as float32 blocks."""
 
     @property
     def shape(self) -> tuple[int, ...]: ...
 
-    def rows(self, start: int, stop: int) -> np.ndarray: ...
-
-    def cols(self, start: int, stop: int) -> np.ndarray: ...
+    def read(self, rows: tuple[int, int], cols: tuple[int, int] | None = None) -> np.ndarray:
+        """`tensor[r0:r1]`, or `tensor[r0:r1, c0:c1]` when `cols` is given (2-D only)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -56,14 +57,11 @@ class CheckpointTensor:
             shape[1] = self.keep_cols
         return tuple(shape)
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
+    def read(self, rows: tuple[int, int], cols: tuple[int, int] | None = None) -> np.ndarray:
         if len(self.stored_shape) < 2:
             return read_float(self.info)  # norms and scales: small, always read whole
-        return read_float(self.info, slice(start, stop), slice(0, self.shape[1]))
-
-    def cols(self, start: int, stop: int) -> np.ndarray:
-        """Columns [start, stop) of every kept row (a strided read: one short run per row)."""
-        return read_float(self.info, slice(0, self.shape[0]), slice(start, min(stop, self.shape[1])))
+        (r0, r1), (c0, c1) = rows, cols or (0, self.shape[1])
+        return read_float(self.info, slice(r0, min(r1, self.shape[0])), slice(c0, min(c1, self.shape[1])))
 
     def narrowed(self, rows: int | None = None, cols: int | None = None) -> CheckpointTensor:
         return CheckpointTensor(self.info, rows or self.keep_rows, cols or self.keep_cols)
@@ -79,11 +77,11 @@ class ArrayTensor:
     def shape(self) -> tuple[int, ...]:
         return tuple(self.array.shape)
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(self.array[start:stop] if self.array.ndim else self.array, dtype=np.float32)
-
-    def cols(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(self.array[:, start:stop], dtype=np.float32)
+    def read(self, rows: tuple[int, int], cols: tuple[int, int] | None = None) -> np.ndarray:
+        if not self.array.ndim:
+            return np.ascontiguousarray(self.array, dtype=np.float32)
+        block = self.array[rows[0]:rows[1]] if cols is None else self.array[rows[0]:rows[1], cols[0]:cols[1]]
+        return np.ascontiguousarray(block, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -97,27 +95,57 @@ class Transposed:
         rows, cols = self.source.shape
         return cols, rows
 
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(self.source.cols(start, stop).T)
+    def read(self, rows: tuple[int, int], cols: tuple[int, int] | None = None) -> np.ndarray:
+        return np.ascontiguousarray(self.source.read(cols or (0, self.shape[1]), rows).T)
 
-    def cols(self, start: int, stop: int) -> np.ndarray:
-        return np.ascontiguousarray(self.source.rows(start, stop).T)
+
+@dataclass(frozen=True)
+class Window:
+    """Rows [r0, r1) and columns [c0, c1) of a 2-D source: one part of a weight split to fit the tensor limit
+    (gemma3n/layout.py). Reads go to the source's own window, so a part costs no more than its bytes."""
+
+    source: Source
+    row_range: tuple[int, int]
+    col_range: tuple[int, int]
+
+    @classmethod
+    def of_rows(cls, source: Source, start: int, stop: int) -> Window:
+        return cls(source, (start, stop), (0, source.shape[1]))
+
+    @classmethod
+    def of_cols(cls, source: Source, start: int, stop: int) -> Window:
+        return cls(source, (0, source.shape[0]), (start, stop))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.row_range[1] - self.row_range[0], self.col_range[1] - self.col_range[0]
+
+    def read(self, rows: tuple[int, int], cols: tuple[int, int] | None = None) -> np.ndarray:
+        (r0, r1), (c0, c1) = self.row_range, self.col_range
+        first, last = cols or (0, c1 - c0)
+        return self.source.read((r0 + rows[0], min(r1, r0 + rows[1])), (c0 + first, min(c1, c0 + last)))
 
 
 def row_blocks(source: Source) -> Iterator[np.ndarray]:
     """Consecutive float32 row blocks of `source` of about BLOCK_BYTES each (at least one row)."""
     shape = source.shape
     if len(shape) < 2:
-        yield source.rows(0, shape[0] if shape else 1)
+        yield source.read((0, shape[0] if shape else 1))
         return
     step = max(1, BLOCK_BYTES // (4 * math.prod(shape[1:])))
     for start in range(0, shape[0], step):
-        yield source.rows(start, min(shape[0], start + step))
+        yield source.read((start, min(shape[0], start + step)))
 
 
 def stub(name: str, data_type: int, dims: list[int] | tuple[int, ...]) -> TensorProto:
     """A data-less initializer: name, type and shape now, bytes when the variant is written."""
     return TensorProto(name=name, data_type=data_type, dims=list(dims))
+
+
+def spec_stub(spec: TensorSpec) -> TensorProto:
+    """The data-less initializer of a tensor the layout names: a "float" is fp32 here, and halved by the fp16
+    conversion for fp16 and q4f16 as the layout already counts it."""
+    return stub(spec.name, TensorProto.FLOAT if spec.element == "float" else TensorProto.UINT8, spec.shape)
 
 
 @dataclass(frozen=True, eq=False)

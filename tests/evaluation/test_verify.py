@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import assert_plan_exact
 
 from evaluation.parity import TOLERANCES, check_parity
 from web_export.bundle import write_bundle
@@ -28,6 +29,10 @@ def test_lossy_dtypes_pass_their_thresholds(tiny_multimodal: Path, bundle: Path,
     assert report.positions > 250  # an image, an audio clip and text, then 24 cached steps
     assert report.kl_mean <= tol.max_kl and report.top1 >= tol.min_top1 and report.passed
     assert set(report.encoder_max_diff) == {"audio_encoder", "vision_encoder"}
+
+
+def test_bundle_holds_what_the_plan_predicts(tiny_multimodal: Path, bundle: Path) -> None:
+    assert_plan_exact(bundle / "onnx", tiny_multimodal, DTYPES)  # the other dtypes: tests/web_export/test_bundle.py
 
 
 def test_a_bundle_of_another_checkpoint_fails(tiny_multimodal: Path, bundle: Path, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from transformers import Gemma3nConfig, Gemma3nTextConfig
 from transformers.models.gemma3n.modeling_gemma3n import Gemma3nForCausalLM, Gemma3nForConditionalGeneration
 
 from gemma3n.config import e4b_config, e4b_json, parse_config
-from gemma3n.shapes import VISION_PARAMS, checkpoint_shapes, numel
+from gemma3n.shapes import VISION_PARAMS, checkpoint_shapes, numel, stock_vision_shapes
 
 
 def _meta_state(model_cls, config) -> dict[str, tuple[int, ...]]:
@@ -23,7 +23,8 @@ def test_e4b_multimodal_matches_transformers():
     vision = {k: v for k, v in state.items() if k.startswith("model.vision_tower.")}
     rest = {k: v for k, v in state.items() if k not in vision}
     assert checkpoint_shapes(config) == rest
-    assert sum(numel(s) for s in vision.values()) == VISION_PARAMS["mobilenetv5_300m_enc"]
+    assert vision == stock_vision_shapes("mobilenetv5_300m_enc")  # the measured table (gemma3n/data)
+    assert sum(numel(s) for s in vision.values()) == VISION_PARAMS["mobilenetv5_300m_enc"] == 294_126_912
 
 
 @pytest.mark.parametrize("layers,shared", [(30, 10), (12, 3), (20, 0)])

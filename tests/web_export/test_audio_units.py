@@ -7,6 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from conftest import assert_plan_exact
 from transformers import Gemma3nForConditionalGeneration
 
 from gemma3n.config import load_config
@@ -29,6 +30,9 @@ def test_audio_encoder_drops_zeroed_units(tiny_multimodal, tmp_path):
     assert shapes.count((LIVE, hidden)) + shapes.count((hidden, LIVE)) >= 4  # per block: 2 modules x (W1, W2)
     assert (4 * hidden, hidden) not in shapes and (hidden, 4 * hidden) not in shapes
     assert load_parts(child).model.model.audio_tower.conformer[0].ffw_layer_start.ffw_layer_1.out_features == LIVE
+    # `matslice plan` counts the narrowed weights exactly (fp32, as export_onnx writes them: no tensor limit)
+    assert_plan_exact(tmp_path / "bundle" / "onnx", child, ("fp32",), ("embed_tokens", "decoder_model_merged",
+                                                                       "audio_encoder"), max_tensor_bytes=None)
 
     features = torch.randn(1, 100, 128, generator=torch.Generator().manual_seed(0))
     mask = torch.ones(1, 100, dtype=torch.bool)

@@ -19,6 +19,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import assert_plan_exact
 
 from evaluation.parity import TorchInputs, fixed_inputs, torch_greedy
 from gemma3n.config import parse_config
@@ -184,12 +185,29 @@ def test_chunked_external_data_round_trips(text_bundle: Path, tmp_path: Path) ->
         np.testing.assert_array_equal(a, b)
 
 
-def test_oversized_tensor_is_refused(text_bundle: Path, tmp_path: Path) -> None:
-    model = onnx.load(text_bundle / "onnx" / "embed_tokens.onnx")
+def test_tables_bigger_than_a_chunk_are_split_and_unsplittable_ones_refused(text_bundle: Path, tmp_path: Path) -> None:
+    """A table above the data chunk size is split by columns to fit one (same outputs); `check_tensor_limit`, the last
+    guard, still refuses any tensor above the limit, which after the splits only a non-MatMul, non-table weight can
+    be."""
+    source = text_bundle / "onnx" / "embed_tokens.onnx"
+    out = quantize(source, "fp32", tmp_path, max_file_bytes=100_000)
+    model = onnx.load(out, load_external_data=False)
+    assert max(onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize * math.prod(t.dims)
+               for t in model.graph.initializer) <= 100_000
+    assert "text_model.embed_tokens_per_layer.weight_part1" in {t.name for t in model.graph.initializer}
+    feeds = {"input_ids": np.array([[2, 40, 77, 250, 287]], dtype=np.int64)}
+    for a, b in zip(run(source, feeds), run(out, feeds), strict=True):
+        np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="single-tensor limit"):
-        check_tensor_limit(model, limit=100_000)
-    with pytest.raises(ValueError, match="cannot span two chunks"):
-        quantize(text_bundle / "onnx" / "embed_tokens.onnx", "fp32", tmp_path, max_file_bytes=100_000)
+        check_tensor_limit(onnx.load(source), limit=100_000)
+
+
+@pytest.mark.parametrize("which", ["text", "mm"])
+def test_bundle_holds_what_the_plan_predicts(which: str, request) -> None:
+    """`matslice plan`'s weight tensors, data bytes and largest tensor are the written ones, session by session."""
+    bundle = request.getfixturevalue(f"{which}_bundle")
+    checkpoint = request.getfixturevalue("tiny_text" if which == "text" else "tiny_multimodal")
+    assert_plan_exact(bundle / "onnx", checkpoint, DTYPES)
 
 
 def torch_ids(

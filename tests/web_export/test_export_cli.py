@@ -16,8 +16,10 @@ def run(*args) -> subprocess.CompletedProcess:
 
 
 def test_export_then_verify(tiny_text, tmp_path):
+    """With a tensor limit of 8 KiB the LM head, FFN weights and tables are split; verify still holds to 1e-4 in fp32
+    and exactly in q4 (against the split weights read back whole)."""
     out = tmp_path / "bundle"
-    done = run("export", tiny_text, out, "--dtype", "fp32,q4")
+    done = run("export", tiny_text, out, "--dtype", "fp32,q4", "--max-tensor-bytes", "8KiB")
     assert done.returncode == 0, done.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert {"onnx/decoder_model_merged.onnx", "onnx/decoder_model_merged_q4.onnx"} <= set(manifest["files"])
@@ -30,12 +32,15 @@ def test_export_then_verify(tiny_text, tmp_path):
     q4 = reports["q4"]  # against PyTorch running the q4 graphs' own dequantized weights
     assert q4["passed"] and q4["max_abs_logits_diff"] <= 1e-4 and q4["ids_match"]
     assert "dequantized" in q4["reference"]
+    assert manifest["largest_tensor"]["bytes"] <= 8192
 
 
 @pytest.mark.parametrize("args,fragment", [
     (("--dtype", "q3"), "unknown dtype 'q3'"),
     (("--modalities", "text,audio"), "no audio tower"),
     (("--block-size", "24"), "power of two"),
+    (("--max-tensor-bytes", "2GB"), "at most --max-file-size"),
+    (("--max-tensor-bytes", "lots"), "is not understood"),
 ])
 def test_bad_export_arguments(tiny_text, tmp_path, args, fragment):
     done = run("export", tiny_text, tmp_path / "b", *args)

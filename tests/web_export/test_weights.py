@@ -20,14 +20,13 @@ from safetensors.numpy import load_file, save_file
 
 from web_export import weights
 from web_export.checkpoint import load_skeleton
-from web_export.export import trace_sessions
 from web_export.nbits import quantize_blocks
 from web_export.quantize import write_variant
 
 
 @pytest.fixture(scope="module")
-def text_graphs(tiny_text: Path) -> list:
-    return trace_sessions(tiny_text)
+def text_graphs(tiny_text_graphs: list) -> list:
+    return tiny_text_graphs
 
 
 def test_skeleton_holds_no_weights(tiny_text: Path) -> None:
