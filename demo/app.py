@@ -191,7 +191,8 @@ def _design_tab(comparer: Comparer, designer: Designer, picked: gr.Dropdown, plo
     group_apply.click(set_group, [group_layers, group_width], widths, api_visibility="private",
                       queue=False).then(show, widgets, outputs, api_visibility="private", queue=False)
 
-    def build_click(*values: Any, progress=gr.Progress(track_tqdm=True)) -> list[Any]:  # noqa: B008 (Gradio's idiom)
+    # Progress first: Gradio finds it only among the named parameters, which end where *values begins.
+    def build_click(progress=gr.Progress(), *values: Any) -> list[Any]:  # noqa: B008 (Gradio's idiom)
         design = design_of_widgets(values)
         try:
             record = _build(comparer, designer, design, progress)
@@ -314,7 +315,7 @@ def _api(comparer: Comparer, designer: Designer | None) -> None:
     gr.api(design, api_name="design", queue=False)
     gr.api(design_starts, api_name="design_starts")
 
-    def build(design: Any, progress=gr.Progress(track_tqdm=True)) -> dict[str, Any]:  # noqa: B008 (Gradio's idiom)
+    def build(design: Any, progress=gr.Progress()) -> dict[str, Any]:  # noqa: B008 (Gradio's idiom)
         """Slice and export a named design into the served variants; an invalid one raises the reason."""
         try:
             return _build(comparer, designer, Design.from_json(design), progress)

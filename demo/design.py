@@ -389,16 +389,21 @@ def options(parent: ModelConfig, design: Design) -> list[str]:
     return args
 
 
-def commands(parent: Parent, design: Design, out: Path) -> list[str]:
-    """`matslice slice ...` and `matslice export ...`: the design reproduced on the command line."""
+def command_lines(parent: Parent, design: Design, out: Path) -> list[list[str]]:
+    """The `matslice slice` and `matslice export` argument lists that build `design` into out/checkpoint, out/bundle."""
     source = str(parent.folder) if parent.folder else "PARENT_CHECKPOINT"
     checkpoint, bundle = out / "checkpoint", out / "bundle"
     export = ["--dtype", ",".join(design.dtypes)]
     encoders = export_encoders(parent.config, design)
     if encoders is not None:
         export += ["--modalities", ",".join(m for m in MODALITIES if m == "text" or m in encoders)]
-    return [shlex.join(["matslice", "slice", source, str(checkpoint), *options(parent.config, design)]),
-            shlex.join(["matslice", "export", str(checkpoint), str(bundle), *export])]
+    return [["matslice", "slice", source, str(checkpoint), *options(parent.config, design)],
+            ["matslice", "export", str(checkpoint), str(bundle), *export]]
+
+
+def commands(parent: Parent, design: Design, out: Path) -> list[str]:
+    """`matslice slice ...` and `matslice export ...`: the design reproduced on the command line."""
+    return [shlex.join(line) for line in command_lines(parent, design, out)]
 
 
 # --- Starting points ------------------------------------------------------------------------------------------
@@ -502,21 +507,68 @@ class Designer:
 
     def _build(self, design: Design, result: dict[str, Any], progress: Callable[[float, str], None]
                ) -> tuple[Path, dict[str, Any]]:
-        from gemma3n.folders import atomic_folder
-        from slicer.checkpoint import slice_checkpoint
-        from web_export.bundle import write_bundle
+        """Run the very commands the tab shows, in child processes, inside one atomic folder.
 
-        plan, dtypes = check(self.parent, design)
+        Why processes: what is built is then exactly what `commands` prints; the export's torch tracing and
+        its memory (about 2 GB for E2B) stay out of the server; and progress is read from their tqdm lines
+        rather than through Gradio's tqdm patching, which loses track when the ONNX exporter nests its own
+        bars inside ours.
+        """
+        from gemma3n.folders import atomic_folder
+
         out = self.root / design.name
         with atomic_folder(out, overwrite=True) as work:  # a design of this name from an earlier session
-            progress(0.0, "slicing")
-            slice_checkpoint(self.parent.folder, work / "checkpoint", plan)
-            progress(0.2, f"exporting {', '.join(dtypes)} (tracing and quantizing each session)")
-            write_bundle(work / "checkpoint", work / "bundle", dtypes=dtypes,
-                         modalities=export_encoders(self.parent.config, design))
+            slicing, exporting = command_lines(self.parent, design, work)
+            _run(slicing, progress, (0.0, 0.05), "slicing")
+            _run(exporting, progress, (0.05, 1.0), "exporting")
             (work / "design.json").write_text(json.dumps(result, indent=2) + "\n")
         progress(1.0, "done")
         return out / "bundle", result
+
+
+# A bar of `matslice export` -> the share of the export it ends (tracing dominates: minutes for a real model).
+_STAGES = {"slicing": 1.0, "tracing sessions": 0.85, "writing": 1.0}
+_BAR = re.compile(r"^(?P<desc>[^:\r\n]+): *(?P<pct>\d+)%")
+
+
+def _run(line: list[str], progress: Callable[[float, str], None], span: tuple[float, float], what: str) -> None:
+    """Run `matslice ...` as `python -m matslice ...`, reporting its tqdm bars as a share of `span`.
+
+    Its `error:` line becomes this UserError; any other failure a RuntimeError with the output's tail.
+    """
+    import os
+    import subprocess
+    import sys
+
+    start, end = span
+    progress(start, what)
+    process = subprocess.Popen([sys.executable, "-m", "matslice", *line[1:]], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    tail: list[str] = []
+    pending = b""
+    done = 0.0
+    while chunk := os.read(process.stdout.fileno(), 65536):
+        *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+        for text in (raw.decode(errors="replace").strip() for raw in lines):
+            if not text:
+                continue
+            tail = [*tail[-40:], text]
+            match = _BAR.match(text)
+            if not match:
+                continue
+            desc = match.group("desc").strip()
+            stage = next((s for s in _STAGES if desc.startswith(s)), None)
+            if stage is not None:
+                before = 0.0 if stage in ("slicing", "tracing sessions") else _STAGES["tracing sessions"]
+                done = max(done, before + (_STAGES[stage] - before) * int(match.group("pct")) / 100)
+            progress(start + (end - start) * done, desc)
+    code = process.wait()
+    if code == 0:
+        return
+    errors = [text for text in tail if text.startswith("error: ")]
+    if errors:
+        raise UserError(errors[-1].removeprefix("error: "))
+    raise RuntimeError(f"`{shlex.join(line)}` failed (exit {code}): " + " / ".join(tail[-5:]))
 
 
 def with_name(design: Design, name: str) -> Design:
