@@ -136,8 +136,8 @@ def _design_tab(comparer: Comparer, designer: Designer, picked: gr.Dropdown, plo
                               elem_id="design-audio-ffn")
     verdict = gr.Markdown(elem_id="design-verdict")
     numbers = gr.Markdown(elem_id="design-numbers")
-    shell = gr.Code(language="shell", label="The same slice on the command line", interactive=False,
-                    elem_id="design-commands")
+    shell = gr.Code(language="shell", label="The same slice on the command line", interactive=False, lines=2,
+                    wrap_lines=True, elem_id="design-commands")
     with gr.Row():
         name = gr.Textbox(label="Name of the built variant", placeholder="e.g. my-slice", elem_id="design-name")
         build = gr.Button("Build (slice + export)", variant="primary", elem_id="design-build")
@@ -219,7 +219,8 @@ def _shown(result: dict[str, Any]) -> list[Any]:
     """(verdict, numbers, commands) for the page."""
     if not result["valid"]:
         return [gr.update(value=f"**Invalid design:** {result['message']}", elem_classes=["invalid"]),
-                gr.update(value="_No numbers: fix the design first._"), gr.update(value="")]
+                gr.update(value="_No numbers: fix the design first._"),
+                gr.update(value="# no commands: the design is invalid")]
     return [gr.update(value=f"**Valid design:** {result['message']}", elem_classes=["valid"]),
             gr.update(value=numbers_markdown_design(result)), gr.update(value="\n".join(result["commands"]))]
 

@@ -8,6 +8,7 @@ nudged apart when points crowd. The data behind the figure is `plot_data`, also 
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 FRONT_COLOR, OTHER_COLOR = "#d62728", "#6f6f6f"
@@ -56,7 +57,7 @@ def figure(data: dict[str, Any]):
         ax.text(0.5, 0.5, "no variants", ha="center", va="center", transform=ax.transAxes)
         return fig
     top = max(p["bundle_mb"] for p in points) * 1.15 or 1.0
-    low = min(0.0, min(p["retention"] for p in points) - 0.05)
+    low = max(0.0, math.floor((min(p["retention"] for p in points) - 0.12) * 10) / 10)  # zoom on the points
     ax.set_xlim(0, top)
     ax.set_ylim(low, TOP)
     front = sorted((p for p in points if p["pareto"]), key=lambda p: p["bundle_mb"])
@@ -77,9 +78,9 @@ def figure(data: dict[str, Any]):
 
 
 def _labels(ax, points: list[dict[str, Any]], top: float, low: float) -> None:
-    """Each point's name beside it, on the side facing the centre, on a white ground so the front line never
-    crosses it; when it would overlap a name already placed it moves up or down (alternately, further each
-    time) and a thin line ties it to its point."""
+    """Each point's name beside it, on the side facing the centre and off the (rising) front line, on a white
+    ground; when it would overlap a name already placed it moves up or down (alternately, further each time)
+    and a thin line ties it to its point."""
     placed: list[tuple[float, float, float]] = []  # (left, right, y) in axes fractions
     for point in sorted(points, key=lambda p: (-p["retention"], p["bundle_mb"])):
         name = point["name"] + (" (Pareto)" if point["pareto"] else "")
@@ -89,15 +90,16 @@ def _labels(ax, points: list[dict[str, Any]], top: float, low: float) -> None:
         width = 0.011 * len(name) + 0.01  # 10 pt text over the axes' ~700 px
         tx = fx - 0.02 if right else fx + 0.02
         left_edge = tx - width if right else tx
-        ty = fy
+        ty = fy + 0.045 if right else fy - 0.045  # off a rising front: above-left of it, or below-right
+        first = ty
         for step in range(1, 40):
             if not any(a < left_edge + width and left_edge < b and abs(ty - y) < 0.06 for a, b, y in placed) \
                     and 0.03 <= ty <= 0.95:
                 break
-            ty = fy + (step + 1) // 2 * 0.065 * (1 if step % 2 else -1)
+            ty = first + (step + 1) // 2 * 0.065 * (1 if step % 2 else -1)
         placed.append((left_edge, left_edge + width, ty))
         ax.annotate(name, (point["bundle_mb"], point["retention"]), xytext=(tx, ty), textcoords="axes fraction",
                     ha="right" if right else "left", va="center", fontsize=10, zorder=4,
                     color=FRONT_COLOR if point["pareto"] else "#333333", annotation_clip=False,
                     bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.85},
-                    arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.8} if abs(ty - fy) > 0.03 else None)
+                    arrowprops={"arrowstyle": "-", "color": "#999999", "lw": 0.8} if abs(ty - fy) > 0.06 else None)
