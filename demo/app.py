@@ -18,6 +18,7 @@ streaming handler behind the page), `/plot` (the plotted points: bytes, retentio
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -134,6 +135,14 @@ def _design_tab(comparer: Comparer, designer: Designer, picked: gr.Dropdown, plo
         audio_ffn = gr.Slider(1, audio.ffn_width if audio else 1, value=first.audio_ffn_dim or (audio.ffn_width
                               if audio else 1), step=1, label="Audio FFN width (units kept by importance)",
                               elem_id="design-audio-ffn")
+    with gr.Row(visible=parent.folder is not None):
+        corpus = gr.File(label="Vocabulary cut: a UTF-8 .txt corpus (keep only the tokens it needs)",
+                         file_types=[".txt"], type="filepath", elem_id="design-vocab-corpus")
+        vocab_size = gr.Number(0, precision=0, label="at most N text tokens (0: all the corpus needs)",
+                               elem_id="design-vocab-size")
+        vocab_drop = gr.Checkbox(False, label="also drop the <unusedN> placeholder tokens it does not use",
+                                 elem_id="design-vocab-drop")
+        vocab_text = gr.State("")
     verdict = gr.Markdown(elem_id="design-verdict")
     numbers = gr.Markdown(elem_id="design-numbers")
     shell = gr.Code(language="shell", label="The same slice on the command line", interactive=False, lines=2,
@@ -143,12 +152,13 @@ def _design_tab(comparer: Comparer, designer: Designer, picked: gr.Dropdown, plo
         build = gr.Button("Build (slice + export)", variant="primary", elem_id="design-build")
     built = gr.Markdown(elem_id="build-status")
 
-    widgets = [*skips, *widths, audio_skip, audio_ffn, modalities, dtypes, context, name]
+    widgets = [*skips, *widths, audio_skip, audio_ffn, modalities, dtypes, context, vocab_text, vocab_size,
+               vocab_drop, name]
 
     def design_of_widgets(values: tuple[Any, ...]) -> Design:
         n = len(grid)
         skip_flags, width_values = values[:n], values[n:2 * n]
-        a_skip, a_ffn, mods, dts, ctx, label = values[2 * n:]
+        a_skip, a_ffn, mods, dts, ctx, v_text, v_size, v_drop, label = values[2 * n:]
         return Design(
             skip=tuple(i for i, flag in enumerate(skip_flags) if flag),
             widths=tuple(int(w) if w is not None else info.width for w, info in zip(width_values, grid, strict=True)),
@@ -158,6 +168,9 @@ def _design_tab(comparer: Comparer, designer: Designer, picked: gr.Dropdown, plo
             dtypes=tuple(d for d in DTYPE_CHOICES if d in (dts or ())),
             context=int(ctx or 1),
             name=(label or "").strip(),
+            vocab_text=v_text or "",
+            vocab_size=int(v_size) if v_size else None,
+            vocab_keep_unused=not v_drop,
         )
 
     def show(*values: Any) -> list[Any]:
@@ -165,8 +178,21 @@ def _design_tab(comparer: Comparer, designer: Designer, picked: gr.Dropdown, plo
         return _shown(result)
 
     outputs = [verdict, numbers, shell]
-    gr.on([c.input for c in widgets], show, widgets, outputs, api_visibility="private", show_progress="hidden",
-          queue=False)
+    gr.on([c.input for c in widgets if c is not vocab_text], show, widgets, outputs, api_visibility="private",
+          show_progress="hidden", queue=False)
+
+    def read_corpus(path: str | None) -> str:
+        """The uploaded corpus as text (Gradio's own upload file; the design then carries the text)."""
+        if not path:
+            return ""
+        try:
+            return Path(path).read_bytes().decode("utf-8")
+        except UnicodeDecodeError:
+            gr.Warning("the corpus is not UTF-8 text: convert it to UTF-8")
+            return ""
+
+    corpus.change(read_corpus, corpus, vocab_text, api_visibility="private", queue=False).then(
+        show, widgets, outputs, api_visibility="private", queue=False)
 
     def load_start(label: str) -> list[Any]:
         design = designer.starts().get(label) or first
@@ -251,6 +277,10 @@ def numbers_markdown_design(result: dict[str, Any]) -> str:
     rows += [(f"· {k.replace('_', ' ')}", lambda p, k=k: human_bytes(p["memory"][k]))
              for k in ("weights", "kv_cache", "activations")]
     lines += [f"| {label} | " + " | ".join(cell(predicted[d]) for d in dtypes) + " |" for label, cell in rows]
+    if plan.get("vocab"):
+        vocab = plan["vocab"]
+        lines += ["", f"**Vocabulary:** {vocab['kept_text_ids']:,} of {vocab['parent_text_ids']:,} text tokens kept; "
+                      f"they cover {vocab['covered_token_fraction']:.1%} of the corpus's tokens."]
     lines += ["", f"_Bytes and memory: {result['prediction_source']}._"]
     return "\n".join(lines)
 
@@ -264,7 +294,7 @@ def _build(comparer: Comparer, designer: Designer, design: Design, progress: Any
     bundle, result = designer.build(design, comparer.registry.names, report)
     variant = load_variant(design.name, bundle, bundle.parent / "checkpoint")
     comparer.registry.add(variant)
-    designer.slices[design.name] = spec_of(designer.parent.config, design)
+    designer.slices[design.name] = spec_of(designer.parent, design)
     sessions = {s: {d: r["bytes"] for d, r in per.items()} for s, per in variant.manifest["sessions"].items()}
     return {"variant": variant.summary(), "predicted": result["predicted"], "manifest_sessions": sessions,
             "prediction_source": result["prediction_source"], "commands": result["commands"]}

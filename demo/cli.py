@@ -38,7 +38,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     source = args.design_parent or registry.get(registry.parent).checkpoint
     designer = None
     if source is not None:
-        parent = Parent.load(source)
+        parent = Parent.load(source, args.cache / "corpora")
         slices = {v.name: spec for v in registry.variants.values()
                   if (spec := slice_of_record(v.slice_record, parent.config)) is not None}
         designer = Designer(parent, args.cache / "designs", slices)

@@ -12,7 +12,10 @@ into the command line's SliceSpec (`--layers-to-skip`, one `--ffn-dims` width pe
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
 import re
 import shlex
 import threading
@@ -29,8 +32,10 @@ from gemma3n.shapes import VISION_PARAMS, checkpoint_shapes, numel
 from slicer.plan import SlicePlan, SliceSpec, make_plan
 from slicer.presets import all_presets
 from slicer.report import predicted_bytes
+from slicer.vocab import VocabCut, cut_for
 
 DEFAULT_CONTEXT = 2048
+MAX_CORPUS_BYTES = 20 * 10**6
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
 # transformers.js picks the first dtype as the bundle's default, so the list leads with the usual choice.
 DTYPE_CHOICES = ("q4", "q4f16", "q8", "fp16", "fp32")
@@ -129,6 +134,9 @@ class Design:
     dtypes: tuple[str, ...] = ("q4",)
     context: int = DEFAULT_CONTEXT
     name: str = ""
+    vocab_text: str = ""  # the corpus of a vocabulary cut, as text (empty: keep the parent's vocabulary)
+    vocab_size: int | None = None
+    vocab_keep_unused: bool = True
 
     @classmethod
     def from_json(cls, data: Any) -> Design:
@@ -159,11 +167,18 @@ class Design:
         context = data.get("context", DEFAULT_CONTEXT)
         if not _is_int(context):
             raise UserError(f"design field 'context' must be a whole number of tokens, got {context!r}")
-        name = data.get("name") or ""
-        if not isinstance(name, str):
-            raise UserError(f"design field 'name' must be text, got {name!r}")
+        name, text = data.get("name") or "", data.get("vocab_text") or ""
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise UserError(f"design fields 'name' and 'vocab_text' are text, got {name!r} and {text[:40]!r}")
+        size = data.get("vocab_size")
+        if size is not None and not _is_int(size):
+            raise UserError(f"design field 'vocab_size' must be a whole number, got {size!r}")
+        keep = data.get("vocab_keep_unused", True)
+        if not isinstance(keep, bool):
+            raise UserError(f"design field 'vocab_keep_unused' must be true or false, got {keep!r}")
         return cls(ints("skip"), ints("widths"), ints("audio_skip"), None if ffn is None else int(ffn),
-                   names("modalities", ("text",)), names("dtypes", ("q4",)), int(context), name.strip())
+                   names("modalities", ("text",)), names("dtypes", ("q4",)), int(context), name.strip(), text,
+                   None if size is None else int(size), keep)
 
     def to_json(self) -> dict[str, Any]:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -173,8 +188,9 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
 
 
-def spec_of(parent: ModelConfig, design: Design) -> SliceSpec:
+def spec_of(context: Parent, design: Design) -> SliceSpec:
     """The SliceSpec of a design: what `matslice slice` is given (see `commands`)."""
+    parent = context.config
     text = parent.text
     widths = design.widths or text.intermediate_size
     if len(widths) != text.num_hidden_layers:
@@ -189,6 +205,9 @@ def spec_of(parent: ModelConfig, design: Design) -> SliceSpec:
         audio_layers_to_skip=tuple(sorted(design.audio_skip)) if audio else (),
         audio_ffn_dim=design.audio_ffn_dim if audio and design.audio_ffn_dim != parent.audio.ffn_width else None,
         modalities=("text",) if tuple(design.modalities) == ("text",) else (),
+        vocab_corpus=(str(context.corpus(design.vocab_text)),) if design.vocab_text else (),
+        vocab_size=design.vocab_size,
+        vocab_keep_unused=design.vocab_keep_unused,
     )
 
 
@@ -310,19 +329,48 @@ def _memory(child: ModelConfig, dtype: str, context: int, per: dict[str, dict[st
 # --- Evaluating a design -------------------------------------------------------------------------------------
 @dataclass
 class Parent:
-    """The checkpoint designs are cut from: its folder (None: a config alone, which can plan but not build)."""
+    """The checkpoint designs are cut from: its folder (None: a config alone, which can plan but not build),
+    and where the corpora of vocabulary cuts are kept (`corpus`)."""
 
     config: ModelConfig
     folder: Path | None = None
+    corpora: Path | None = None
     grid: list[LayerInfo] = field(init=False)
 
     def __post_init__(self) -> None:
         self.grid = layer_grid(self.config.text)
 
     @classmethod
-    def load(cls, path: Path) -> Parent:
+    def load(cls, path: Path, corpora: Path | None = None) -> Parent:
         path = Path(path)
-        return cls(load_config(path), path if path.is_dir() else None)
+        return cls(load_config(path), path if path.is_dir() else None, corpora)
+
+    def corpus(self, text: str) -> Path:
+        """The file holding a vocabulary corpus sent as text, named by its hash and written once.
+
+        Why a file: `matslice slice --vocab-corpus FILE` must reproduce the design, and the server never opens
+        a path a request names; the text itself is what a client sends.
+        """
+        if self.folder is None or self.corpora is None:
+            raise UserError("a vocabulary cut needs the parent checkpoint's tokenizer.json: start the demo with "
+                            "--design-parent CHECKPOINT")
+        data = text.encode()
+        if len(data) > MAX_CORPUS_BYTES:
+            raise UserError(f"the vocabulary corpus is {len(data) / 1e6:.1f} MB: the designer takes up to "
+                            f"{MAX_CORPUS_BYTES // 10**6} MB (cut larger ones with `matslice slice --vocab-corpus`)")
+        path = self.corpora / f"corpus-{hashlib.sha256(data).hexdigest()[:16]}.txt"
+        if not path.is_file():
+            self.corpora.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+            partial.write_bytes(data)
+            partial.replace(path)
+        return path
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_cut(folder: str, text_vocab: int, vocab: int, corpus: str, size: int | None, keep: bool) -> VocabCut:
+    """A vocabulary cut, computed once per corpus and options: the tab re-plans on every click."""
+    return cut_for(Path(folder), text_vocab, vocab, (corpus,), size, keep_placeholders=keep)
 
 
 def check(parent: Parent, design: Design) -> tuple[SlicePlan, tuple[str, ...]]:
@@ -343,7 +391,12 @@ def check(parent: Parent, design: Design) -> tuple[SlicePlan, tuple[str, ...]]:
         if position not in design.skip and width not in info.widths:
             raise UserError(f"layer {position} width {width} is not one of the parent's nested widths "
                             f"{', '.join(map(str, info.widths))}: a MatFormer slice keeps a trained width")
-    return make_plan(config, spec_of(config, design)), dtypes
+    spec = spec_of(parent, design)
+    vocab = None
+    if spec.vocab_corpus:
+        vocab = _vocab_cut(str(parent.folder), config.text.vocab_size_per_layer_input, config.text.vocab_size,
+                           spec.vocab_corpus[0], spec.vocab_size, spec.vocab_keep_unused)
+    return make_plan(config, spec, vocab), dtypes
 
 
 def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
@@ -362,7 +415,7 @@ def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
         "message": f"valid: {len(plan.kept_layers)} of {parent.config.text.num_hidden_layers} layers, "
                    f"{', '.join(modalities)}",
         "design": design.to_json(),
-        "options": options(parent.config, design),
+        "options": options(parent, design),
         "plan": summary,
         "predicted": predict(plan, dtypes, design.context, modalities),
         "prediction_source": PREDICTION_SOURCE,
@@ -371,7 +424,7 @@ def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
     }
 
 
-def options(parent: ModelConfig, design: Design) -> list[str]:
+def options(parent: Parent, design: Design) -> list[str]:
     """The slice as `matslice plan/slice` options (one --ffn-dims width when all kept layers share it)."""
     spec = spec_of(parent, design)
     args: list[str] = []
@@ -386,6 +439,10 @@ def options(parent: ModelConfig, design: Design) -> list[str]:
         args += ["--audio-ffn-dim", str(spec.audio_ffn_dim)]
     if spec.modalities:
         args += ["--modalities", ",".join(spec.modalities)]
+    if spec.vocab_corpus:
+        args += ["--vocab-corpus", spec.vocab_corpus[0]]
+        args += ["--vocab-size", str(spec.vocab_size)] if spec.vocab_size is not None else []
+        args += [] if spec.vocab_keep_unused else ["--vocab-drop-unused"]
     return args
 
 
@@ -397,7 +454,7 @@ def command_lines(parent: Parent, design: Design, out: Path) -> list[list[str]]:
     encoders = export_encoders(parent.config, design)
     if encoders is not None:
         export += ["--modalities", ",".join(m for m in MODALITIES if m == "text" or m in encoders)]
-    return [["matslice", "slice", source, str(checkpoint), *options(parent.config, design)],
+    return [["matslice", "slice", source, str(checkpoint), *options(parent, design)],
             ["matslice", "export", str(checkpoint), str(bundle), *export]]
 
 
@@ -536,7 +593,6 @@ def _run(line: list[str], progress: Callable[[float, str], None], span: tuple[fl
 
     Its `error:` line becomes this UserError; any other failure a RuntimeError with the output's tail.
     """
-    import os
     import subprocess
     import sys
 

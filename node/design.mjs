@@ -2,10 +2,12 @@
 // Why a Node script: the same pinned playwright-core that drive.mjs uses; tests/demo/test_design.py runs this
 // against a real `matslice demo` and checks what it prints.
 //
-// usage: node design.mjs <url> --out DIR [--store N] [--chromium PATH]
+// usage: node design.mjs <url> --out DIR [--store N] [--build NAME] [--chromium PATH]
 // Opens the page, screenshots the Compare tab (the size/quality plot), switches to Design, reads which layers
 // the grid marks as KV stores, ticks "skip" on store layer N, waits for the verdict to change, screenshots,
-// unticks it and waits for the design to be valid again. Prints one JSON line.
+// presses Build (which must refuse with the reason), unticks it and waits for the design to be valid again, and,
+// with --build NAME, builds it under that name and waits for it to join the Compare tab's choices.
+// Prints one JSON line.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -17,6 +19,7 @@ const { values, positionals } = parseArgs({
     options: {
         out: { type: 'string' },
         store: { type: 'string', default: '5' },
+        build: { type: 'string' },
         chromium: { type: 'string', default: '/usr/bin/chromium' },
         timeout: { type: 'string', default: '60000' },
     },
@@ -55,12 +58,30 @@ try {
     await waitVerdict('Invalid design');
     result.invalid = await verdict();
     result.numbersInvalid = await page.textContent('#design-numbers');
+    await page.fill('#design-name input, #design-name textarea', 'bad-design');
+    await page.click('#design-build');
+    await page.waitForFunction(() => (document.querySelector('#build-status')?.textContent ?? '').includes('Not built'),
+        null, { timeout });
+    result.buildInvalid = await page.textContent('#build-status');
     await page.screenshot({ path: path.join(values.out, 'demo-design-invalid.png'), fullPage: true });
     await page.uncheck(`#skip-${values.store} input[type=checkbox]`);
     await waitVerdict('Valid design');
     result.validAfter = await verdict();
     result.commands = await page.textContent('#design-commands');
     await page.screenshot({ path: path.join(values.out, 'demo-design.png'), fullPage: true });
+    if (values.build) {
+        await page.fill('#design-name input, #design-name textarea', values.build);
+        await page.click('#design-build');
+        await page.waitForTimeout(3000);
+        await page.screenshot({ path: path.join(values.out, 'demo-design-building.png'), fullPage: true });
+        await page.waitForFunction(() => /Built|Not built|failed/.test(document.querySelector('#build-status')?.textContent ?? ''),
+            null, { timeout: 600000 });
+        result.built = await page.textContent('#build-status');
+        await page.getByRole('tab', { name: 'Compare' }).click();
+        await page.click('#picked');
+        result.choices = await page.$$eval('[role=option]', (els) => els.map((e) => e.textContent.trim()));
+        await page.screenshot({ path: path.join(values.out, 'demo-compare-built.png'), fullPage: true });
+    }
 } catch (e) {
     result.failure = String(e);
     await page.screenshot({ path: path.join(values.out, 'demo-design-failure.png'), fullPage: true }).catch(() => {});

@@ -153,7 +153,7 @@ def matslice_plan(model: Path, *options: str) -> dict:
     return json.loads(done.stdout)
 
 
-def test_design_numbers_equal_plan(client, nano: Path) -> None:
+def test_design_numbers_equal_plan(client, nano: Path, cache: Path) -> None:
     result = client.predict(DESIGN, api_name="/design")
     assert result["valid"], result["message"]
     assert result["options"] == ["--layers-to-skip", "8", "--ffn-dims", "256"]
@@ -172,6 +172,15 @@ def test_design_numbers_equal_plan(client, nano: Path) -> None:
     assert text_only["plan"] == matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256",
                                               "--modalities", "text")
     assert "audio_encoder" not in text_only["predicted"]["q4"]["sessions"]
+    corpus = "The cat sat on the mat.\nimport os\nos.path.join(a, b)\n"
+    cut = client.predict({**DESIGN, "modalities": ["text"], "vocab_text": corpus, "vocab_size": 300},
+                         api_name="/design")
+    assert cut["valid"], cut["message"]
+    path = Path(cut["options"][cut["options"].index("--vocab-corpus") + 1])
+    assert path.parent == cache / "corpora" and path.read_text() == corpus  # what `slice --vocab-corpus` reads
+    assert cut["plan"] == matslice_plan(nano, *cut["options"])
+    assert text_only["plan"]["vocab"] is None and 265 < cut["plan"]["vocab"]["kept_text_ids"] <= 300
+    assert cut["predicted"]["q4"]["download"] < text_only["predicted"]["q4"]["download"]
     starts = client.predict(api_name="/design_starts")
     assert starts["variant e2b-like"]["skip"] == [8] and set(starts["variant e2b-like"]["widths"]) == {256, 512}
 
@@ -233,8 +242,11 @@ def test_built_design_joins_the_comparison(client, cache: Path, nano: Path, tmp_
 
 
 @pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
-def test_design_tab_in_chromium(server) -> None:
-    """Tick "skip" on the store layer in the real page: the grid marks it, the verdict says why, then recovers."""
+def test_design_tab_in_chromium(server, client, cache: Path, nano: Path) -> None:
+    """Tick "skip" on the store layer in the real page: the grid marks it, the verdict says why, Build refuses,
+    and unticking recovers; the numbers on the page are the plan's."""
+    from demo.app import _count
+    from gemma3n.units import human_bytes
     from web_export.node import NODE_DIR, ensure_installed
 
     if shutil.which("node") is None:
@@ -252,6 +264,15 @@ def test_design_tab_in_chromium(server) -> None:
     assert "KV store, read by L6-8" in result["storeLabel"]
     assert f"layer {STORE} stores the KV cache that kept layer 6 reuses" in result["invalid"]
     assert "No numbers" in result["numbersInvalid"] and "download" in result["numbersBefore"]
+    assert f"layer {STORE} stores the KV cache" in result["buildInvalid"] and "Not built" in result["buildInvalid"]
+    assert not (cache / "designs" / "bad-design").exists()
+    # The page's numbers are the plan's: the starting design is the parent, text + audio, q4 at 2048 tokens.
+    page = client.predict({"modalities": ["text", "audio"], "dtypes": ["q4"], "context": 2048}, api_name="/design")
+    assert page["plan"] == matslice_plan(nano)
+    q4 = page["predicted"]["q4"]
+    for shown in (_count(page["plan"]["params"]["effective_published"]), human_bytes(q4["download"]),
+                  human_bytes(q4["memory"]["total"]), human_bytes(q4["largest_tensor"][1])):
+        assert shown in result["numbersBefore"], (shown, result["numbersBefore"])
     assert "Valid design" in result["validAfter"] and "matslice slice" in result["commands"]
     hosts = {u.split("/")[2] for u in result["requests"] if u.startswith(("http:", "https:", "ws:"))}
     assert hosts == {url.split("/")[2]}, hosts  # nothing leaves the machine
