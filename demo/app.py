@@ -223,17 +223,21 @@ def _design_tab(comparer: Comparer, designer: Designer, picked: gr.Dropdown, plo
         try:
             record = _build(comparer, designer, design, progress)
         except UserError as error:
-            return [f"**Not built:** {error}", gr.update(), gr.update(), gr.update()]
+            return [f"**Not built:** {error}", *[gr.update()] * 4]
         except Exception as error:  # a bug or a failed export: say so, keep serving
-            return [f"**Build failed:** {type(error).__name__}: {error}", gr.update(), gr.update(), gr.update()]
+            return [f"**Build failed:** {type(error).__name__}: {error}", *[gr.update()] * 4]
         variant = record["variant"]
         message = (f"**Built {variant['name']}**: {human_bytes(variant['bundle_bytes'])} bundle "
                    f"({variant['dtype']}), now in the Compare tab.")
         return [message, gr.update(choices=comparer.registry.names), figure(_plot_data(comparer)),
-                gr.update(choices=list(designer.starts()))]
+                gr.update(choices=list(designer.starts())), "\n".join(record["commands"])]
 
-    build.click(build_click, widgets, [built, picked, plot, start], api_visibility="private",
-                concurrency_id="build", concurrency_limit=1)
+    def building(label: str) -> str:
+        return f"Building {label.strip() or '(no name)'} ..."
+
+    build.click(building, name, built, api_visibility="private", queue=False).then(
+        build_click, widgets, [built, picked, plot, start, shell], api_visibility="private", show_progress_on=built,
+        concurrency_id="build", concurrency_limit=1)
     return show, widgets, outputs
 
 
@@ -271,8 +275,7 @@ def numbers_markdown_design(result: dict[str, Any]) -> str:
     first = predicted[dtypes[0]]
     rows = [("**download**", lambda p: f"**{human_bytes(p['download'])}**")]
     rows += [(f"· {s}", lambda p, s=s: human_bytes(p["sessions"][s]["bytes"])) for s in first["sessions"]]
-    rows += [("largest tensor", lambda p: f"{human_bytes(p['largest_tensor'][1])} "
-                                          f"`{p['largest_tensor'][0].split('.', 2)[-1]}`")]
+    rows += [("largest tensor", lambda p: f"{human_bytes(p['largest_tensor'][1])} `{_short(p['largest_tensor'][0])}`")]
     rows += [(f"**memory at {result['context']:,} tokens**", lambda p: f"**{human_bytes(p['memory']['total'])}**")]
     rows += [(f"· {k.replace('_', ' ')}", lambda p, k=k: human_bytes(p["memory"][k]))
              for k in ("weights", "kv_cache", "activations")]
@@ -283,6 +286,14 @@ def numbers_markdown_design(result: dict[str, Any]) -> str:
                       f"they cover {vocab['covered_token_fraction']:.1%} of the corpus's tokens."]
     lines += ["", f"_Bytes and memory: {result['prediction_source']}._"]
     return "\n".join(lines)
+
+
+def _short(tensor: str) -> str:
+    """A checkpoint tensor's name without the decoder's prefix: `embed_tokens_per_layer.weight`."""
+    for prefix in ("model.language_model.", "model."):
+        if tensor.startswith(prefix):
+            return tensor.removeprefix(prefix)
+    return tensor
 
 
 def _build(comparer: Comparer, designer: Designer, design: Design, progress: Any) -> dict[str, Any]:

@@ -71,7 +71,9 @@ def figure(data: dict[str, Any]):
     _labels(ax, points, top, low)
     ax.set_xlabel(X_TITLE)
     ax.set_ylabel(Y_TITLE)
-    ax.yaxis.set_major_formatter(PercentFormatter(1.0))
+    ax.set_yticks([tick for tick in ax.get_yticks() if low - 1e-9 <= tick <= 1 + 1e-9])  # none past 100%
+    ax.set_ylim(low, TOP)
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
     return fig

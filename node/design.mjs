@@ -2,7 +2,7 @@
 // Why a Node script: the same pinned playwright-core that drive.mjs uses; tests/demo/test_design.py runs this
 // against a real `matslice demo` and checks what it prints.
 //
-// usage: node design.mjs <url> --out DIR [--store N] [--build NAME] [--chromium PATH]
+// usage: node design.mjs <url> --out DIR [--store N] [--build NAME [--start LABEL]] [--chromium PATH]
 // Opens the page, screenshots the Compare tab (the size/quality plot), switches to Design, reads which layers
 // the grid marks as KV stores, ticks "skip" on store layer N, waits for the verdict to change, screenshots,
 // presses Build (which must refuse with the reason), unticks it and waits for the design to be valid again, and,
@@ -20,6 +20,7 @@ const { values, positionals } = parseArgs({
         out: { type: 'string' },
         store: { type: 'string', default: '5' },
         build: { type: 'string' },
+        start: { type: 'string' },
         chromium: { type: 'string', default: '/usr/bin/chromium' },
         timeout: { type: 'string', default: '60000' },
     },
@@ -70,15 +71,23 @@ try {
     result.commands = await page.textContent('#design-commands');
     await page.screenshot({ path: path.join(values.out, 'demo-design.png'), fullPage: true });
     if (values.build) {
+        if (values.start) {
+            await page.click('#design-start');
+            await page.getByRole('option', { name: values.start }).click();
+            await page.waitForTimeout(2000);
+        }
         await page.fill('#design-name input, #design-name textarea', values.build);
         await page.click('#design-build');
         await page.waitForTimeout(3000);
         await page.screenshot({ path: path.join(values.out, 'demo-design-building.png'), fullPage: true });
-        await page.waitForFunction(() => /Built|Not built|failed/.test(document.querySelector('#build-status')?.textContent ?? ''),
-            null, { timeout: 600000 });
+        await page.waitForFunction((name) => {
+            const text = document.querySelector('#build-status')?.textContent ?? '';
+            return text.includes(`Built ${name}`) || text.includes('Build failed');
+        }, values.build, { timeout: 600000 });
         result.built = await page.textContent('#build-status');
         await page.getByRole('tab', { name: 'Compare' }).click();
-        await page.click('#picked');
+        await page.click('#picked input');
+        await page.waitForSelector('[role=option]', { timeout });
         result.choices = await page.$$eval('[role=option]', (els) => els.map((e) => e.textContent.trim()));
         await page.screenshot({ path: path.join(values.out, 'demo-compare-built.png'), fullPage: true });
     }

@@ -80,6 +80,18 @@ def test_invalid_designs_say_why(design: Design, reason: str) -> None:
     assert not result["valid"] and reason in result["message"], result["message"]
 
 
+def test_starting_points_take_presets_that_fit_and_a_search_front() -> None:
+    from demo.design import starting_points
+
+    front = [{"name": "f1", "layers_to_skip": [20, 21, 22, 23, 24], "ffn_dims": [8192], "predicted": {"q4": 1}},
+             {"name": "misfit", "layers_to_skip": [18]}]  # skips the sliding store layer: left out
+    starts = starting_points(Parent(e4b_config()), front=front)
+    assert "preset E2B" in starts and "preset E0.40B-text" in starts and "front misfit" not in starts
+    assert starts["front f1"] == starts["preset E2B"]  # the same slice as Google's E2B
+    assert starts["preset E0.40B-text"].modalities == ("text",)
+    assert next(iter(starting_points(Parent(e4b_config())))) == "parent (nothing cut)"
+
+
 def test_design_json_is_checked() -> None:
     with pytest.raises(ValueError, match="'widths' must be a list of whole numbers"):
         Design.from_json({"widths": "wide"})
