@@ -44,7 +44,10 @@ OPTIONAL_FILES = (
     "processor_config.json",
     "special_tokens_map.json",
 )
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: per-piece sha256 (`piece_bytes`, each file's `pieces`)
+# A page checks each file a piece at a time as it streams in, and a Range request by widening it to whole pieces,
+# so no byte reaches the model unchecked: a piece is what it buffers before hashing (WebCrypto hashes whole buffers).
+PIECE_BYTES = 16 << 20
 
 
 def write_bundle(
@@ -142,6 +145,7 @@ def manifest(
     """What the bundle holds: files with sizes and hashes, sessions per dtype, parameter counts, the slice."""
     return {
         "format": MANIFEST_FORMAT,
+        "piece_bytes": PIECE_BYTES,
         "model_type": source.get("model_type"),
         "text_only": source.get("model_type") != "gemma3n",
         "dtypes": list(dtypes),
@@ -165,19 +169,23 @@ def largest_overall(sessions: dict[str, dict[str, dict[str, Any]]]) -> dict[str,
 
 
 def file_records(root: Path) -> dict[str, dict[str, Any]]:
-    """{relative path: {bytes, sha256}} for every file under `root` except the manifest, sorted."""
+    """{relative path: {bytes, sha256, pieces}} for every file under `root` except the manifest, sorted;
+    `pieces` are the sha256 of each PIECE_BYTES-long piece (the last one shorter)."""
     records = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json"):
-        records[path.relative_to(root).as_posix()] = {"bytes": path.stat().st_size, "sha256": sha256(path)}
+        whole, pieces = hashes(path)
+        records[path.relative_to(root).as_posix()] = {"bytes": path.stat().st_size, "sha256": whole, "pieces": pieces}
     return records
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def hashes(path: Path, piece_bytes: int = PIECE_BYTES) -> tuple[str, list[str]]:
+    """sha256 of the whole file and of each of its pieces, in one read."""
+    whole, pieces = hashlib.sha256(), []
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        while piece := handle.read(piece_bytes):
+            whole.update(piece)
+            pieces.append(hashlib.sha256(piece).hexdigest())
+    return whole.hexdigest(), pieces or [hashlib.sha256(b"").hexdigest()]
 
 
 def read_json(path: Path) -> dict[str, Any]:

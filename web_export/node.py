@@ -72,7 +72,7 @@ def run_script(script: str, args: list[str], *, timeout: float = 600, node_dir: 
     done = subprocess.run(["node", script, *args], cwd=node_dir, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"node {script} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().split("\n")[-1])  # not splitlines(): JSON may hold U+2028
 
 
 def node_generate(

@@ -303,7 +303,8 @@ def test_text_only_and_generation_config(fx: Path, tmp_path: Path) -> None:
     assert mapping["parent_ids"] == list(cut.parent_ids) and len(mapping["parent_ids"]) == cut.child_vocab
     tokens = len(Tokenizer.from_file(str(parent / "tokenizer.json")).encode(TINY_CORPUS, add_special_tokens=False))
     assert mapping["origin"]["corpus"] == [
-        {"name": "tiny.txt", "bytes": len(TINY_CORPUS), "characters": len(TINY_CORPUS), "tokens": tokens}
+        {"name": "tiny.txt", "bytes": len(TINY_CORPUS), "characters": len(TINY_CORPUS), "tokens": tokens,
+         "sha256": hashlib.sha256(TINY_CORPUS.encode()).hexdigest()}
     ]
     assert cut.origin["kept_text_ids"] == sum(cut.origin["kept_by_rule"].values())
 
@@ -561,8 +562,8 @@ def test_tiny_multimodal_child_matches_parent_at_kept_ids(tiny_multimodal: Path,
 
 
 def test_nano_child_matches_parent_and_its_bundle_runs(fx: Path, tmp_path: Path, nano_corpus) -> None:
-    """A capped cut of the trained nano model, text only: logits equal the parent's at the kept ids, and the
-    exported bundle passes `verify` (fp32, q4) and greedy-generates PyTorch's ids in transformers.js."""
+    """A cut of the trained nano model to 300 of its training paragraphs, text only: logits equal the parent's
+    at the kept ids, and the exported bundle passes `verify` and greedy-generates PyTorch's ids in transformers.js."""
     from transformers import AutoModelForCausalLM, Gemma3nForConditionalGeneration
 
     from evaluation.parity import check_parity
@@ -571,7 +572,7 @@ def test_nano_child_matches_parent_and_its_bundle_runs(fx: Path, tmp_path: Path,
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(nano_corpus[0][1])
-    child = _child_checkpoint(fx / "nano", tmp_path / "child", corpus, "--vocab-size", "700", "--modalities", "text")
+    child = _child_checkpoint(fx / "nano", tmp_path / "child", corpus, "--modalities", "text")
     mapping = json.loads((child / "vocab_map.json").read_text())["parent_ids"]
     text = nano_corpus[0][1].splitlines()[3]
     parent_ids = AutoTokenizer.from_pretrained(fx / "nano")(text, return_tensors="pt").input_ids
@@ -585,10 +586,9 @@ def test_nano_child_matches_parent_and_its_bundle_runs(fx: Path, tmp_path: Path,
         got = child_model(input_ids=child_ids).logits[0]
     assert (got - expected).abs().max().item() <= 1e-5
 
-    bundle = write_bundle(child, tmp_path / "bundle", dtypes=("q4", "fp32"))
-    for dtype in ("fp32", "q4"):
-        report = check_parity(child, bundle, dtype, steps=12)
-        assert report.passed, (dtype, report.summary())
+    bundle = write_bundle(child, tmp_path / "bundle", dtypes=("fp32",))
+    report = check_parity(child, bundle, "fp32", steps=12)
+    assert report.passed, report.summary()
     prompt = child_ids[0, :12].tolist()
     with torch.no_grad():
         want = child_model.generate(torch.tensor([prompt]), max_new_tokens=8, min_new_tokens=8, do_sample=False)

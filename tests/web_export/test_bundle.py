@@ -96,7 +96,9 @@ def test_manifest_lists_every_file(which: str, request) -> None:
     assert set(manifest["files"]) == files_under(bundle) - {"manifest.json"}
     for name, record in manifest["files"].items():
         data = (bundle / name).read_bytes()
-        assert record == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        piece = manifest["piece_bytes"]
+        pieces = [hashlib.sha256(data[i:i + piece]).hexdigest() for i in range(0, max(len(data), 1), piece)]
+        assert record == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pieces": pieces}
     source_config = read(source, "config.json")
     tensors = read_tensors(source)  # counted from the checkpoint's own headers, not from the config
     prefix = parse_config(source_config, "test").text_prefix
@@ -360,3 +362,14 @@ def test_lookup_equals_its_dequantized_table(tmp_path: Path, bits: int, split: b
                                for a, b in parts], axis=1)[ids]
     np.testing.assert_array_equal(got, expected)
     assert np.abs(got - table[ids]).max() <= np.abs(table).max() / (14 if bits == 4 else 254) + 1e-6
+
+
+def test_pieces_cover_every_byte(tmp_path: Path) -> None:
+    """Per-piece hashes of a file longer than one piece (the manifest's pieces of large data files)."""
+    from web_export.bundle import hashes
+
+    data = np.random.default_rng(0).integers(0, 256, 2 * 1000 + 17, dtype=np.uint8).tobytes()
+    (tmp_path / "f").write_bytes(data)
+    whole, pieces = hashes(tmp_path / "f", piece_bytes=1000)
+    assert whole == hashlib.sha256(data).hexdigest()
+    assert pieces == [hashlib.sha256(data[i:i + 1000]).hexdigest() for i in (0, 1000, 2000)]
