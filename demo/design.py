@@ -20,7 +20,7 @@ import re
 import shlex
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -238,16 +238,50 @@ def export_encoders(parent: ModelConfig, design: Design) -> set[str] | None:
     return set(design.modalities) - {"text"}
 
 
-# --- Predictions: THE ONE ADAPTER to slicer.footprint --------------------------------------------------------
-# TODO(footprint): when `slicer/footprint.py` lands in main, `predict` becomes
-#     sessions = bundle_footprint(plan.child, dtypes, modalities=modalities)
-#     memory = {d: runtime_memory(plan.child, d, context) for d in dtypes}
-# and PREDICTION_SOURCE says "slicer.footprint"; nothing else in the demo changes (tests/demo/test_design.py
-# then asserts predicted == manifest bytes exactly: see STAND_IN there).
-STAND_IN = True
-PREDICTION_SOURCE = ("stand-in estimate: checkpoint tensor shapes at the dtype's bits (graph bytes, "
-                     "quantization scales and runtime buffers approximate) until slicer.footprint lands")
-_BLOCK = 32  # quantization block of MatMulNBits and the 4-bit lookups (export's default --block-size)
+# --- Predictions: THE ONE ADAPTER to slicer.footprint -----------------------------------------------------------
+# `slicer.footprint` (branch `footprint`) computes the exact bytes the exporter writes and the runtime memory. Until
+# it is merged, `predict` falls back to `_stand_in`, a shape-times-bits estimate, and the tab says so.
+# TODO(footprint): once main has slicer/footprint.py, delete the ImportError branch and everything marked
+# "stand-in" below; tests/demo/test_design.py then asserts predicted == manifest bytes (it branches on STAND_IN).
+try:
+    from slicer import footprint as _footprint
+except ImportError:  # stand-in
+    _footprint = None
+STAND_IN = _footprint is None
+PREDICTION_SOURCE = (
+    "stand-in estimate: checkpoint tensor shapes at the dtype's bits (graph bytes, quantization scales and runtime "
+    "buffers approximate) until slicer.footprint lands" if STAND_IN else
+    "slicer.footprint: weights exact as the exporter lays them out, each .onnx graph's own bytes estimated; memory "
+    "as `matslice plan --context` computes it")
+
+
+def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, modalities: Sequence[str],
+            vision_tensors: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Per dtype: each session's download bytes and largest tensor, the bundle's download, and runtime memory
+    (weights as loaded, the KV cache of the layers that own one, activations at batch 1) at `context` tokens.
+
+    `modalities` are those exported (text plus the encoders); `vision_tensors`, the parent's vision tower shapes
+    from its headers, are needed only for a customised tower's vision_encoder.
+    """
+    if STAND_IN:
+        return _stand_in(plan, dtypes, context, modalities)
+    child = plan.child
+    kept = [m for m in modalities if m in child.modalities]
+    sessions = _footprint.bundle_footprint(child, dtypes, modalities=kept, vision_tensors=vision_tensors)
+    out: dict[str, Any] = {}
+    for dtype in dtypes:
+        per = {name: {"bytes": by[dtype].bytes, "largest_tensor": list(by[dtype].largest_tensor)}
+               for name, by in sessions.items()}
+        out[dtype] = {
+            "sessions": per,
+            "download": sum(s["bytes"] for s in per.values()),
+            "largest_tensor": max((s["largest_tensor"] for s in per.values()), key=lambda t: (t[1], t[0])),
+            "memory": _footprint.runtime_memory(child, dtype, context),
+        }
+    return out
+
+
+_BLOCK = 32  # stand-in: quantization block of MatMulNBits and the 4-bit lookups (export's default --block-size)
 
 
 def _tensor_bytes(shape: tuple[int, ...], dtype: str, table: bool) -> int:
@@ -262,7 +296,7 @@ def _tensor_bytes(shape: tuple[int, ...], dtype: str, table: bool) -> int:
     return count * bits // 8 + scales * info.float_bytes
 
 
-def _session_of(name: str, config: ModelConfig) -> str | None:
+def _session_of(name: str, config: ModelConfig) -> str | None:  # stand-in
     prefix = config.text_prefix
     if name.startswith(prefix + "embed_tokens"):
         return "embed_tokens"
@@ -275,13 +309,8 @@ def _session_of(name: str, config: ModelConfig) -> str | None:
     return None
 
 
-def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, modalities: Sequence[str]) -> dict[str, Any]:
-    """Per dtype: each session's download bytes and largest tensor, the bundle's download, and runtime memory.
-
-    Runtime memory is what `runtime_memory` of slicer.footprint defines: the text sessions' weights as
-    loaded, the KV cache of the layers that own one (sliding layers capped at their window, KV-shared
-    layers none) at `context` tokens, and the activations of one prefill at batch 1.
-    """
+def _stand_in(plan: SlicePlan, dtypes: Sequence[str], context: int, modalities: Sequence[str]) -> dict[str, Any]:
+    """Stand-in for slicer.footprint: each tensor's elements at the dtype's bits, no graph bytes."""
     child = plan.child
     sessions = [*TEXT_SESSIONS, *encoder_sessions(m for m in modalities if m in child.modalities)]
     shapes = checkpoint_shapes(child)
@@ -344,6 +373,15 @@ class Parent:
     def load(cls, path: Path, corpora: Path | None = None) -> Parent:
         path = Path(path)
         return cls(load_config(path), path if path.is_dir() else None, corpora)
+
+    def vision_tensors(self) -> dict[str, tuple[int, ...]] | None:
+        """The vision tower's tensor shapes from the parent's safetensors headers (None without a folder)."""
+        if self.folder is None:
+            return None
+        from gemma3n.safetensors import read_tensors
+
+        return {name: tuple(info.shape) for name, info in read_tensors(self.folder).items()
+                if name.startswith("model.vision_tower.")}
 
     def corpus(self, text: str) -> Path:
         """The file holding a vocabulary corpus sent as text, named by its hash and written once.
@@ -410,6 +448,11 @@ def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
         return {"valid": False, "message": str(error), "design": design.to_json()}
     summary = plan.summary() | predicted_bytes(plan, parent.folder)
     modalities = tuple(m for m in MODALITIES if m in design.modalities)
+    try:
+        predicted = predict(plan, dtypes, design.context, modalities,
+                            parent.vision_tensors() if "vision" in modalities else None)
+    except UserError as error:
+        return {"valid": False, "message": str(error), "design": design.to_json()}
     return {
         "valid": True,
         "message": f"valid: {len(plan.kept_layers)} of {parent.config.text.num_hidden_layers} layers, "
@@ -417,7 +460,7 @@ def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
         "design": design.to_json(),
         "options": options(parent, design),
         "plan": summary,
-        "predicted": predict(plan, dtypes, design.context, modalities),
+        "predicted": predicted,
         "prediction_source": PREDICTION_SOURCE,
         "context": design.context,
         "commands": commands(parent, design, Path("designs") / (design.name or "my-design")),
@@ -625,7 +668,3 @@ def _run(line: list[str], progress: Callable[[float, str], None], span: tuple[fl
     if errors:
         raise UserError(errors[-1].removeprefix("error: "))
     raise RuntimeError(f"`{shlex.join(line)}` failed (exit {code}): " + " / ".join(tail[-5:]))
-
-
-def with_name(design: Design, name: str) -> Design:
-    return replace(design, name=name.strip())

@@ -47,6 +47,17 @@ def test_nested_widths_are_the_trained_granularities() -> None:
     assert nested_widths(1001) == (1001,)
 
 
+def test_group_widths_snap_per_layer() -> None:
+    from demo.design import parse_layers, snap
+
+    assert parse_layers("all", 10) == tuple(range(10)) and parse_layers("0-2, 7", 10) == (0, 1, 2, 7)
+    assert snap(5000, nested_widths(16384)) == 4096 and snap(3072, nested_widths(16384)) == 2048  # ties: narrower
+    assert snap(9000, nested_widths(512)) == 512
+    for bad in ("3-1", "0-10", "seven"):
+        with pytest.raises(ValueError, match="layers"):
+            parse_layers(bad, 10)
+
+
 def test_grid_marks_e4b_store_layers() -> None:
     grid = layer_grid(e4b_config().text)
     stores = {info.index: info.readers for info in grid if info.role == "store"}
