@@ -243,12 +243,12 @@ def test_built_design_joins_the_comparison(client, cache: Path, nano: Path, tmp_
     actual = {s: r["q4"]["bytes"] for s, r in manifest["sessions"].items()}
     assert set(predicted) == set(actual) == {"embed_tokens", "decoder_model_merged"}
     for session, size in actual.items():
-        if STAND_IN:  # TODO(footprint): the stand-in only estimates; with slicer.footprint this is exact:
+        if STAND_IN:  # TODO(footprint): remove this branch once slicer.footprint is in main
             assert 0.3 < predicted[session]["bytes"] / size < 3, (session, predicted[session], size)
-        else:
-            assert predicted[session]["bytes"] == size
-            assert tuple(predicted[session]["largest_tensor"]) == tuple(
-                manifest["sessions"][session]["q4"]["largest_tensor"].values())
+        else:  # slicer.footprint: weights and the largest tensor exact, each graph's own bytes estimated (< 1 %)
+            assert abs(predicted[session]["bytes"] / size - 1) < 0.01, (session, predicted[session], size)
+            largest = manifest["sessions"][session]["q4"]["largest_tensor"]
+            assert predicted[session]["largest_tensor"] == [largest["name"], largest["bytes"]]
     points = {p["name"]: p for p in client.predict(api_name="/plot")["points"]}
     assert points["my-slice"]["bundle_bytes"] == mine["bundle_bytes"]
     # The shown command rebuilds the same checkpoint, byte for byte.
