@@ -1,7 +1,10 @@
-"""`matslice demo [--host H] [--port P] [BUNDLE_OR_CHECKPOINT ...]`: serve the side-by-side comparison app.
+"""`matslice demo [--host H] [--port P] [--design-parent CHECKPOINT] [BUNDLE_OR_CHECKPOINT ...]`: serve the app.
 
 Everything the app may load is decided here, before serving (see demo/variants.py): the folders given,
 else dist/web/models.json, else the embedded default checkpoint sliced and exported into .cache/demo/.
+The Design tab cuts one parent checkpoint: --design-parent, else the checkpoint the parent variant was
+exported from when that is known (the defaults, a checkpoint given as a folder); its builds go to
+<cache>/designs/<name> and join the served variants.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ from pathlib import Path
 
 from gemma3n.errors import UserError
 
+CACHE = Path(".cache/demo")
+
 
 def cmd_demo(args: argparse.Namespace) -> None:
     for key, value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")):
@@ -22,21 +27,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
             probe.bind((args.host, args.port))
         except OSError as exc:
             raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}): pass --port N") from None
-    from demo.app import build_app
+    from demo.app import CSS, build_app
     from demo.compare import Comparer
+    from demo.design import Designer, Parent, slice_of_record
     from demo.variants import default_registry
 
-    registry = default_registry(args.paths)
-    app = build_app(Comparer(registry))
-    print(f"serving {', '.join(registry.names)} (parent {registry.parent}) at http://{args.host}:{args.port}/",
-          flush=True)
-    app.queue().launch(server_name=args.host, server_port=args.port, show_error=True)
+    if args.design_parent is not None and not (args.design_parent / "config.json").is_file():
+        raise UserError(f"--design-parent {args.design_parent} is not a checkpoint folder (no config.json)")
+    registry = default_registry(args.paths, cache=args.cache)
+    source = args.design_parent or registry.get(registry.parent).checkpoint
+    designer = None
+    if source is not None:
+        parent = Parent.load(source, args.cache / "corpora")
+        slices = {v.name: spec for v in registry.variants.values()
+                  if (spec := slice_of_record(v.slice_record, parent.config)) is not None}
+        designer = Designer(parent, args.cache / "designs", slices)
+    app = build_app(Comparer(registry), designer)
+    print(f"serving {', '.join(registry.names)} (parent {registry.parent}) at http://{args.host}:{args.port}/"
+          + (f"; designing slices of {source}" if source else "; no design parent (--design-parent)"), flush=True)
+    app.queue().launch(server_name=args.host, server_port=args.port, show_error=True, css=CSS)
 
 
 def register(commands: argparse._SubParsersAction) -> None:
     demo = commands.add_parser("demo", help="serve the Gradio app that compares sliced variants side by side")
     demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     demo.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    demo.add_argument("--design-parent", type=Path, metavar="CHECKPOINT",
+                      help="the checkpoint the Design tab cuts (default: the parent variant's, when known)")
+    demo.add_argument("--cache", type=Path, default=CACHE, help=f"where defaults and designs are built "
+                      f"(default {CACHE})")
     demo.add_argument("paths", nargs="*", type=Path, metavar="BUNDLE_OR_CHECKPOINT",
                       help="bundles (manifest.json), checkpoints (exported once), or a folder with models.json")
     demo.set_defaults(run=cmd_demo)

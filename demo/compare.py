@@ -179,7 +179,7 @@ class Comparer:
         self.registry = registry
         self.max_variants = max_variants
         self.runners: dict[str, Runner] = {}
-        self._retention: dict[str, float] | None = None
+        self._retention: dict[str, float] = {}
 
     def runner(self, name: str, keep: set[str]) -> tuple[Runner, bool]:
         """The variant's runner and whether it was already loaded; drops runners outside `keep` first."""
@@ -299,12 +299,15 @@ class Comparer:
         return run
 
     def retention(self) -> dict[str, float]:
-        """Quality retention of every variant: mean top-1 agreement with the parent on REFERENCE_PROMPTS."""
-        if self._retention is None:
-            scores: dict[str, list[float]] = {name: [] for name in self.registry.names}
-            for text in REFERENCE_PROMPTS:
-                for name in self.registry.names:
-                    column = self.compare(text, [name], None, 16).columns[0]
-                    scores[name].append(column.top1 if column.top1 is not None else 0.0)
-            self._retention = {name: float(np.mean(values)) for name, values in scores.items()}
-        return self._retention
+        """Quality retention of every variant: mean top-1 agreement with the parent on REFERENCE_PROMPTS.
+
+        Measured once per variant, so a design built while serving costs only its own runs.
+        """
+        missing = [name for name in self.registry.names if name not in self._retention]
+        scores: dict[str, list[float]] = {name: [] for name in missing}
+        for text in REFERENCE_PROMPTS:
+            for name in missing:
+                column = self.compare(text, [name], None, 16).columns[0]
+                scores[name].append(column.top1 if column.top1 is not None else 0.0)
+        self._retention |= {name: float(np.mean(values)) for name, values in scores.items()}
+        return {name: self._retention[name] for name in self.registry.names}

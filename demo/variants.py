@@ -43,6 +43,7 @@ class Variant:
     name: str
     folder: Path
     manifest: dict[str, Any]
+    checkpoint: Path | None = None  # the checkpoint it was exported from, when known (a design parent)
 
     @property
     def onnx_dir(self) -> Path:
@@ -134,6 +135,12 @@ class Registry:
     def names(self) -> list[str]:
         return list(self.variants)
 
+    def add(self, variant: Variant) -> None:
+        """Register a variant built while serving (a design); names stay unique, the parent stays."""
+        if variant.name in self.variants:
+            raise UserError(f"a variant named {variant.name!r} is already served: choose another name")
+        self.variants[variant.name] = variant
+
     def get(self, name: str) -> Variant:
         if not isinstance(name, str) or name not in self.variants:
             raise UnknownVariant(f"unknown variant {name!r}: choose from {', '.join(self.variants)}")
@@ -148,7 +155,7 @@ def pick_parent(variants: list[Variant]) -> Variant:
     return max(variants, key=lambda v: (v.params.get("effective") or 0, v.bytes))
 
 
-def load_variant(name: str, folder: Path) -> Variant:
+def load_variant(name: str, folder: Path, checkpoint: Path | None = None) -> Variant:
     """A bundle folder written by `write_bundle`; refuses anything without its manifest and sessions."""
     folder = Path(folder)
     path = folder / "manifest.json"
@@ -157,7 +164,7 @@ def load_variant(name: str, folder: Path) -> Variant:
     manifest = json.loads(path.read_text())
     if not {"embed_tokens", "decoder_model_merged"} <= set(manifest.get("sessions", {})):
         raise UserError(f"{folder} lacks the embed_tokens/decoder_model_merged sessions")
-    return Variant(name, folder.resolve(), manifest)
+    return Variant(name, folder.resolve(), manifest, None if checkpoint is None else Path(checkpoint).resolve())
 
 
 def from_models_json(path: Path) -> Registry:
@@ -187,7 +194,7 @@ def from_paths(paths: list[Path], cache: Path = CACHE) -> Registry:
         if (path / "manifest.json").is_file():
             variants.append(load_variant(name, path))
         elif (path / "config.json").is_file():
-            variants.append(load_variant(name, export_cached(path, cache / "exports" / _key(path) / name)))
+            variants.append(load_variant(name, export_cached(path, cache / "exports" / _key(path) / name), path))
         else:
             raise UserError(f"{path} is neither a bundle (manifest.json) nor a checkpoint (config.json)")
     return Registry(variants)
@@ -227,7 +234,7 @@ def build_defaults(cache: Path = CACHE, checkpoint: Path | None = None) -> Regis
                 if not (model / "config.json").is_file():
                     slice_checkpoint(parent, model, make_plan(config, spec), overwrite=True, progress=False)
             export_cached(model, bundle, DEFAULT_ENCODERS if load_config(model).multimodal else None)
-        variants.append(load_variant(name, bundle))
+        variants.append(load_variant(name, bundle, parent if spec is None else root / "checkpoints" / name))
     return Registry(variants, parent="parent")
 
 

@@ -229,13 +229,43 @@ def test_page_handler_streams_and_reports(client, registry: Registry) -> None:
 
 
 def test_plot_marks_the_pareto_front(client, registry: Registry) -> None:
-    svg = client.predict(api_name="/plot")
-    assert svg.startswith("<svg") and all(name in svg for name in registry.names)
-    assert "parent (Pareto)" in svg and "harsh-text (Pareto)" in svg  # best quality; smallest bundle
+    data = client.predict(api_name="/plot")
+    points = {p["name"]: p for p in data["points"]}
+    assert list(points) == registry.names
+    for name, point in points.items():
+        assert point["bundle_bytes"] == registry.get(name).bytes and 0 <= point["retention"] <= 1, point
+    assert points["parent"]["retention"] == 1.0  # the parent agrees with itself everywhere
+    assert points["parent"]["pareto"] and points["harsh-text"]["pareto"]  # best quality; smallest bundle
+    assert data["front"] == sorted(data["front"], key=lambda n: points[n]["bundle_bytes"])
+    assert data["front"] == [n for n in sorted(points, key=lambda n: points[n]["bundle_bytes"]) if points[n]["pareto"]]
+
+
+def test_plot_labels_are_drawn_inside_the_figure() -> None:
+    """Every variant's name is on the figure, whole, and names of crowded points do not overlap."""
+    from matplotlib.text import Text
+
+    from demo.plot import figure, plot_data
+
+    sizes = {"parent": 9_000_000, "wide-right-edge-name": 8_900_000, "e2b-like": 5_000_000, "harsh-text": 120_000,
+             "near-harsh": 130_000, "dominated": 6_000_000}
+    retention = {"parent": 1.0, "wide-right-edge-name": 0.99, "e2b-like": 0.7, "harsh-text": 0.0, "near-harsh": 0.01,
+                 "dominated": 0.5}
+    data = plot_data(sizes, retention)
+    assert data["front"] == ["harsh-text", "near-harsh", "e2b-like", "wide-right-edge-name", "parent"]
+    fig = figure(data)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    box = fig.bbox
+    labels = {t.get_text(): Text.get_window_extent(t, renderer) for t in fig.axes[0].texts}  # the text, no leader
+    assert set(labels) == {n + (" (Pareto)" if n in data["front"] else "") for n in sizes}
+    for text, extent in labels.items():
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0 and extent.y1 <= box.y1, text
+    extents = list(labels.values())
+    assert not any(a.overlaps(b) for i, a in enumerate(extents) for b in extents[i + 1:])
 
 
 def test_pareto_front() -> None:
-    from demo.app import pareto_front
+    from demo.plot import pareto_front
 
     points = {"a": (1.0, 0.5), "b": (2.0, 0.4), "c": (3.0, 1.0), "d": (1.0, 0.5)}
     assert pareto_front(points) == ["a", "d", "c"]

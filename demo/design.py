@@ -1,0 +1,670 @@
+"""The slice designer's logic: a design as the Design tab holds it -> SliceSpec -> plan -> the numbers shown.
+
+Why a module of its own, without torch or gradio: every click on the tab re-plans the whole slice, and
+`slicer.plan.make_plan` reads config.json only, so an answer takes milliseconds; the same functions serve
+the page, the `/design` endpoint and the tests, so what the page shows is what `matslice plan` prints.
+Building (slice + export, torch) is `Designer.build`, which imports the heavy stages only when called.
+
+A design is held per *parent* layer (skip it or not, its FFN width), as a grid shows it, and is turned
+into the command line's SliceSpec (`--layers-to-skip`, one `--ffn-dims` width per kept layer, ...), so
+`matslice slice` and `matslice export` reproduce a built design exactly (`commands`).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import shlex
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gemma3n.config import ModelConfig, TextConfig, load_config
+from gemma3n.dtypes import DTYPES, parse_dtypes
+from gemma3n.errors import UserError
+from gemma3n.modalities import MODALITIES, TEXT_SESSIONS, encoder_sessions
+from gemma3n.shapes import VISION_PARAMS, checkpoint_shapes, numel
+from slicer.plan import SlicePlan, SliceSpec, make_plan
+from slicer.presets import all_presets
+from slicer.report import predicted_bytes
+from slicer.vocab import VocabCut, cut_for
+
+DEFAULT_CONTEXT = 2048
+MAX_CORPUS_BYTES = 20 * 10**6
+NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
+# transformers.js picks the first dtype as the bundle's default, so the list leads with the usual choice.
+DTYPE_CHOICES = ("q4", "q4f16", "q8", "fp16", "fp32")
+
+
+# --- The parent's layers, as the grid shows them ------------------------------------------------------------
+def nested_widths(width: int) -> tuple[int, ...]:
+    """The FFN widths a MatFormer layer of `width` nests: its first k/8 units, k = 1..8.
+
+    Why eighths: Gemma 3n E4B's 16384-wide layers were trained at multiples of 2048 (Google's table uses
+    2_048 * 4 and 2_048 * 8; our presets 2_048 * 2), and the nano stand-in at 1/4, 1/2 and 1, all on this
+    grid. A layer not divisible by 8 (an odd, already sliced parent) offers its own width only.
+    """
+    steps = [width * k // 8 for k in range(1, 9) if width * k % 8 == 0]
+    return tuple(sorted(set(steps) | {width}))
+
+
+def snap(width: int, choices: Sequence[int]) -> int:
+    """The nested width nearest `width` (ties go to the narrower one: a design never grows by snapping)."""
+    return min(choices, key=lambda c: (abs(c - width), c))
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One parent layer as the grid shows it: attention kind, KV-sharing role, who reads its cache, widths."""
+
+    index: int
+    kind: str  # "sliding" or "full"
+    role: str  # "own", "store" (others read its KV cache) or "reuse" (reads `store`'s)
+    store: int | None
+    readers: tuple[int, ...]
+    width: int
+    widths: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        if self.role == "store":
+            return f"L{self.index} {self.kind} · KV store, read by {_ranges(self.readers)}"
+        if self.role == "reuse":
+            return f"L{self.index} {self.kind} · reuses L{self.store}'s KV"
+        return f"L{self.index} {self.kind} · own KV"
+
+
+def layer_grid(text: TextConfig) -> list[LayerInfo]:
+    roles = text.kv_roles
+    stores = [text.store_of(i) for i in range(text.num_hidden_layers)]
+    return [
+        LayerInfo(i, text.layer_types[i].removesuffix("_attention"), roles[i], stores[i],
+                  tuple(j for j, s in enumerate(stores) if s == i), width, nested_widths(width))
+        for i, width in enumerate(text.intermediate_size)
+    ]
+
+
+def _ranges(indices: Sequence[int]) -> str:
+    """[6, 7, 8, 10] -> 'L6-8, L10'."""
+    spans: list[list[int]] = []
+    for index in indices:
+        if spans and index == spans[-1][1] + 1:
+            spans[-1][1] = index
+        else:
+            spans.append([index, index])
+    return ", ".join(f"L{a}-{b}" if a != b else f"L{a}" for a, b in spans)
+
+
+def parse_layers(text: str, count: int) -> tuple[int, ...]:
+    """`all`, `sliding`, `full`, or indices and ranges (`0-4, 7`) -> layer indices, for group width changes."""
+    words = text.strip().lower()
+    if words in ("", "all"):
+        return tuple(range(count))
+    found: list[int] = []
+    for part in words.replace(" ", "").split(","):
+        match = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not match:
+            raise UserError(f"layers {text!r}: write all, or indices and ranges like 0-4,7")
+        first, last = int(match.group(1)), int(match.group(2) or match.group(1))
+        if first > last or last >= count:
+            raise UserError(f"layers {text!r}: the parent has layers 0-{count - 1}")
+        found += range(first, last + 1)
+    return tuple(sorted(set(found)))
+
+
+# --- A design ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Design:
+    """What the Design tab holds, per parent layer; `spec()` turns it into the command line's slice.
+
+    `widths` has one entry per parent layer (a skipped layer's is kept so un-skipping restores it);
+    () means the parent's. Audio settings apply only while audio is among `modalities`.
+    """
+
+    skip: tuple[int, ...] = ()
+    widths: tuple[int, ...] = ()
+    audio_skip: tuple[int, ...] = ()
+    audio_ffn_dim: int | None = None
+    modalities: tuple[str, ...] = ("text",)
+    dtypes: tuple[str, ...] = ("q4",)
+    context: int = DEFAULT_CONTEXT
+    name: str = ""
+    vocab_text: str = ""  # the corpus of a vocabulary cut, as text (empty: keep the parent's vocabulary)
+    vocab_size: int | None = None
+    vocab_keep_unused: bool = True
+
+    @classmethod
+    def from_json(cls, data: Any) -> Design:
+        """A design sent by a client; anything malformed is a UserError naming the field."""
+        if not isinstance(data, Mapping):
+            raise UserError("a design is a JSON object with skip, widths, modalities, dtypes, context, name")
+        unknown = sorted(set(data) - {f for f in cls.__dataclass_fields__})
+        if unknown:
+            raise UserError(f"unknown design field {unknown[0]!r}: use {', '.join(cls.__dataclass_fields__)}")
+
+        def ints(key: str) -> tuple[int, ...]:
+            value = data.get(key) or ()
+            if not isinstance(value, list | tuple) or not all(_is_int(v) for v in value):
+                raise UserError(f"design field {key!r} must be a list of whole numbers, got {value!r}")
+            return tuple(int(v) for v in value)
+
+        def names(key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+            value = data.get(key, default)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise UserError(f"design field {key!r} must be a list of names, got {value!r}")
+            return tuple(v.strip() for v in value)
+
+        ffn = data.get("audio_ffn_dim")
+        if ffn is not None and not _is_int(ffn):
+            raise UserError(f"design field 'audio_ffn_dim' must be a whole number, got {ffn!r}")
+        context = data.get("context", DEFAULT_CONTEXT)
+        if not _is_int(context):
+            raise UserError(f"design field 'context' must be a whole number of tokens, got {context!r}")
+        name, text = data.get("name") or "", data.get("vocab_text") or ""
+        if not isinstance(name, str) or not isinstance(text, str):
+            raise UserError(f"design fields 'name' and 'vocab_text' are text, got {name!r} and {text[:40]!r}")
+        size = data.get("vocab_size")
+        if size is not None and not _is_int(size):
+            raise UserError(f"design field 'vocab_size' must be a whole number, got {size!r}")
+        keep = data.get("vocab_keep_unused", True)
+        if not isinstance(keep, bool):
+            raise UserError(f"design field 'vocab_keep_unused' must be true or false, got {keep!r}")
+        return cls(ints("skip"), ints("widths"), ints("audio_skip"), None if ffn is None else int(ffn),
+                   names("modalities", ("text",)), names("dtypes", ("q4",)), int(context), name.strip(), text,
+                   None if size is None else int(size), keep)
+
+    def to_json(self) -> dict[str, Any]:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
+
+
+def spec_of(context: Parent, design: Design) -> SliceSpec:
+    """The SliceSpec of a design: what `matslice slice` is given (see `commands`)."""
+    parent = context.config
+    text = parent.text
+    widths = design.widths or text.intermediate_size
+    if len(widths) != text.num_hidden_layers:
+        raise UserError(f"the design has {len(widths)} widths for the parent's {text.num_hidden_layers} layers: "
+                        "give one per parent layer")
+    kept = [i for i in range(text.num_hidden_layers) if i not in design.skip]
+    dims = tuple(widths[i] for i in kept if 0 <= i < len(widths))
+    audio = parent.audio is not None and "audio" in design.modalities
+    return SliceSpec(
+        layers_to_skip=tuple(sorted(design.skip)),
+        ffn_dims=() if dims == tuple(text.intermediate_size[i] for i in kept) else dims,
+        audio_layers_to_skip=tuple(sorted(design.audio_skip)) if audio else (),
+        audio_ffn_dim=design.audio_ffn_dim if audio and design.audio_ffn_dim != parent.audio.ffn_width else None,
+        modalities=("text",) if tuple(design.modalities) == ("text",) else (),
+        vocab_corpus=(str(context.corpus(design.vocab_text)),) if design.vocab_text else (),
+        vocab_size=design.vocab_size,
+        vocab_keep_unused=design.vocab_keep_unused,
+    )
+
+
+def design_of(parent: ModelConfig, spec: SliceSpec, **rest: Any) -> Design:
+    """The design a SliceSpec (a preset, a registered variant's slice, a search front entry) starts from."""
+    text = parent.text
+    kept = [i for i in range(text.num_hidden_layers) if i not in spec.layers_to_skip]
+    widths = list(text.intermediate_size)
+    dims = spec.ffn_dims * len(kept) if len(spec.ffn_dims) == 1 else spec.ffn_dims
+    for i, width in zip(kept, dims or (), strict=False):
+        widths[i] = width
+    modalities = spec.modalities or default_modalities(parent)
+    return Design(tuple(spec.layers_to_skip), tuple(widths), tuple(spec.audio_layers_to_skip), spec.audio_ffn_dim,
+                  tuple(modalities), **rest)
+
+
+def default_modalities(parent: ModelConfig) -> tuple[str, ...]:
+    """Text and audio where the parent has audio: what the demo prompts with (no vision encoder to export)."""
+    return ("text", "audio") if parent.audio is not None else ("text",)
+
+
+def export_encoders(parent: ModelConfig, design: Design) -> set[str] | None:
+    """The encoders `write_bundle` exports (None: every tower the child has), as `matslice export --modalities`."""
+    if not parent.multimodal or tuple(design.modalities) == ("text",):
+        return None
+    if set(design.modalities) == set(parent.modalities):
+        return None
+    return set(design.modalities) - {"text"}
+
+
+# --- Predictions: THE ONE ADAPTER to slicer.footprint -----------------------------------------------------------
+# `slicer.footprint` (branch `footprint`) computes the exact bytes the exporter writes and the runtime memory. Until
+# it is merged, `predict` falls back to `_stand_in`, a shape-times-bits estimate, and the tab says so.
+# TODO(footprint): once main has slicer/footprint.py, delete the ImportError branch and everything marked
+# "stand-in" below; tests/demo/test_design.py then asserts predicted == manifest bytes (it branches on STAND_IN).
+try:
+    from slicer import footprint as _footprint
+except ImportError:  # stand-in
+    _footprint = None
+STAND_IN = _footprint is None
+PREDICTION_SOURCE = (
+    "stand-in estimate: checkpoint tensor shapes at the dtype's bits (graph bytes, quantization scales and runtime "
+    "buffers approximate) until slicer.footprint lands" if STAND_IN else
+    "slicer.footprint: weights exact as the exporter lays them out, each .onnx graph's own bytes estimated; memory "
+    "as `matslice plan --context` computes it")
+
+
+def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, modalities: Sequence[str],
+            vision_tensors: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+    """Per dtype: each session's download bytes and largest tensor, the bundle's download, and runtime memory
+    (weights as loaded, the KV cache of the layers that own one, activations at batch 1) at `context` tokens.
+
+    `modalities` are those exported (text plus the encoders); `vision_tensors`, the parent's vision tower shapes
+    from its headers, are needed only for a customised tower's vision_encoder.
+    """
+    if STAND_IN:
+        return _stand_in(plan, dtypes, context, modalities)
+    child = plan.child
+    kept = [m for m in modalities if m in child.modalities]
+    sessions = _footprint.bundle_footprint(child, dtypes, modalities=kept, vision_tensors=vision_tensors)
+    out: dict[str, Any] = {}
+    for dtype in dtypes:
+        per = {name: {"bytes": by[dtype].bytes, "largest_tensor": list(by[dtype].largest_tensor)}
+               for name, by in sessions.items()}
+        out[dtype] = {
+            "sessions": per,
+            "download": sum(s["bytes"] for s in per.values()),
+            "largest_tensor": max((s["largest_tensor"] for s in per.values()), key=lambda t: (t[1], t[0])),
+            "memory": _footprint.runtime_memory(child, dtype, context),
+        }
+    return out
+
+
+_BLOCK = 32  # stand-in: quantization block of MatMulNBits and the 4-bit lookups (export's default --block-size)
+
+
+def _tensor_bytes(shape: tuple[int, ...], dtype: str, table: bool) -> int:
+    """Stand-in: one tensor's bytes in a bundle of `dtype` (4/8-bit codes plus a float scale per block or row)."""
+    info, count = DTYPES[dtype], numel(shape)
+    if len(shape) < 2:
+        return count * info.float_bytes
+    bits = info.lookup_bits if table else {"int4": 4, "int8": 8}.get(info.matmul)
+    if bits is None:
+        return count * info.float_bytes
+    scales = count // _BLOCK if bits == 4 else shape[0]
+    return count * bits // 8 + scales * info.float_bytes
+
+
+def _session_of(name: str, config: ModelConfig) -> str | None:  # stand-in
+    prefix = config.text_prefix
+    if name.startswith(prefix + "embed_tokens"):
+        return "embed_tokens"
+    if name.startswith(prefix) or name == "lm_head.weight":
+        return "decoder_model_merged"
+    if name.startswith(("model.audio_tower.", "model.embed_audio.")):
+        return "audio_encoder"
+    if name.startswith("model.embed_vision."):
+        return "vision_encoder"
+    return None
+
+
+def _stand_in(plan: SlicePlan, dtypes: Sequence[str], context: int, modalities: Sequence[str]) -> dict[str, Any]:
+    """Stand-in for slicer.footprint: each tensor's elements at the dtype's bits, no graph bytes."""
+    child = plan.child
+    sessions = [*TEXT_SESSIONS, *encoder_sessions(m for m in modalities if m in child.modalities)]
+    shapes = checkpoint_shapes(child)
+    live = child.live_audio_ffn
+    out: dict[str, Any] = {}
+    for dtype in dtypes:
+        per: dict[str, dict[str, Any]] = {s: {"bytes": 0, "largest_tensor": ["", 0]} for s in sessions}
+        for name, shape in shapes.items():
+            session = _session_of(name, child)
+            if session not in per:
+                continue
+            if live and re.search(r"ffw_layer_[12]\.weight$", name):  # the zeroed audio units are not exported
+                shape = (live, shape[1]) if shape[0] > shape[1] else (shape[0], live)
+            size = _tensor_bytes(shape, dtype, table="embed_tokens" in name)
+            per[session]["bytes"] += size
+            if size > per[session]["largest_tensor"][1]:
+                per[session]["largest_tensor"] = [name, size]
+        if "vision_encoder" in per and child.vision is not None:
+            tower = VISION_PARAMS.get(child.vision.architecture, 0)
+            per["vision_encoder"]["bytes"] += tower * DTYPES[dtype].float_bytes
+        out[dtype] = {
+            "sessions": per,
+            "download": sum(s["bytes"] for s in per.values()),
+            "largest_tensor": max((s["largest_tensor"] for s in per.values()), key=lambda t: t[1]),
+            "memory": _memory(child, dtype, context, per),
+        }
+    return out
+
+
+def _memory(child: ModelConfig, dtype: str, context: int, per: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Stand-in runtime memory of the text sessions at `context` tokens, batch 1."""
+    text, item = child.text, DTYPES[dtype].float_bytes
+    weights = sum(per[s]["bytes"] for s in TEXT_SESSIONS)
+    kv = 0
+    for kind, role in zip(text.layer_types, text.kv_roles, strict=True):
+        if role != "reuse":
+            tokens = min(context, text.sliding_window) if kind == "sliding_attention" else context
+            kv += 2 * text.num_key_value_heads * text.head_dim * tokens * item
+    widest = max(text.intermediate_size)
+    per_token = text.altup_num_inputs * text.hidden_size + 2 * widest + text.num_attention_heads * text.head_dim
+    activations = item * (context * (per_token + text.vocab_size) + text.num_attention_heads * context * context)
+    return {"weights": weights, "kv_cache": kv, "activations": activations, "total": weights + kv + activations}
+
+
+# --- Evaluating a design -------------------------------------------------------------------------------------
+@dataclass
+class Parent:
+    """The checkpoint designs are cut from: its folder (None: a config alone, which can plan but not build),
+    and where the corpora of vocabulary cuts are kept (`corpus`)."""
+
+    config: ModelConfig
+    folder: Path | None = None
+    corpora: Path | None = None
+    grid: list[LayerInfo] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.grid = layer_grid(self.config.text)
+
+    @classmethod
+    def load(cls, path: Path, corpora: Path | None = None) -> Parent:
+        path = Path(path)
+        return cls(load_config(path), path if path.is_dir() else None, corpora)
+
+    def vision_tensors(self) -> dict[str, tuple[int, ...]] | None:
+        """The vision tower's tensor shapes from the parent's safetensors headers (None without a folder)."""
+        if self.folder is None:
+            return None
+        from gemma3n.safetensors import read_tensors
+
+        return {name: tuple(info.shape) for name, info in read_tensors(self.folder).items()
+                if name.startswith("model.vision_tower.")}
+
+    def corpus(self, text: str) -> Path:
+        """The file holding a vocabulary corpus sent as text, named by its hash and written once.
+
+        Why a file: `matslice slice --vocab-corpus FILE` must reproduce the design, and the server never opens
+        a path a request names; the text itself is what a client sends.
+        """
+        if self.folder is None or self.corpora is None:
+            raise UserError("a vocabulary cut needs the parent checkpoint's tokenizer.json: start the demo with "
+                            "--design-parent CHECKPOINT")
+        data = text.encode()
+        if len(data) > MAX_CORPUS_BYTES:
+            raise UserError(f"the vocabulary corpus is {len(data) / 1e6:.1f} MB: the designer takes up to "
+                            f"{MAX_CORPUS_BYTES // 10**6} MB (cut larger ones with `matslice slice --vocab-corpus`)")
+        path = self.corpora / f"corpus-{hashlib.sha256(data).hexdigest()[:16]}.txt"
+        if not path.is_file():
+            self.corpora.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+            partial.write_bytes(data)
+            partial.replace(path)
+        return path
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_cut(folder: str, text_vocab: int, vocab: int, corpus: str, size: int | None, keep: bool) -> VocabCut:
+    """A vocabulary cut, computed once per corpus and options: the tab re-plans on every click."""
+    return cut_for(Path(folder), text_vocab, vocab, (corpus,), size, keep_placeholders=keep)
+
+
+def check(parent: Parent, design: Design) -> tuple[SlicePlan, tuple[str, ...]]:
+    """The plan of a design and its dtypes; every invalid choice is a UserError saying why and what to do."""
+    config = parent.config
+    if "text" not in design.modalities:
+        raise UserError("keep text among the modalities: every Gemma 3n variant decodes text")
+    for modality in design.modalities:
+        if modality not in config.modalities:
+            raise UserError(f"the parent has no {modality} tower: choose from {', '.join(config.modalities)}")
+    if not design.dtypes:
+        raise UserError("choose at least one dtype to export")
+    dtypes = parse_dtypes(",".join(design.dtypes))
+    limit = config.text.max_position_embeddings
+    if not 1 <= design.context <= limit:
+        raise UserError(f"context {design.context}: choose 1 to {limit} tokens (the parent's max_position_embeddings)")
+    for position, (width, info) in enumerate(zip(design.widths, parent.grid, strict=False)):
+        if position not in design.skip and width not in info.widths:
+            raise UserError(f"layer {position} width {width} is not one of the parent's nested widths "
+                            f"{', '.join(map(str, info.widths))}: a MatFormer slice keeps a trained width")
+    spec = spec_of(parent, design)
+    vocab = None
+    if spec.vocab_corpus:
+        vocab = _vocab_cut(str(parent.folder), config.text.vocab_size_per_layer_input, config.text.vocab_size,
+                           spec.vocab_corpus[0], spec.vocab_size, spec.vocab_keep_unused)
+    return make_plan(config, spec, vocab), dtypes
+
+
+def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
+    """Everything the Design tab shows for `design`, JSON-ready: valid or the reason, plan, predictions, commands.
+
+    `plan` is exactly what `matslice plan PARENT <options> --json` prints for the same slice.
+    """
+    try:
+        plan, dtypes = check(parent, design)
+    except UserError as error:
+        return {"valid": False, "message": str(error), "design": design.to_json()}
+    summary = plan.summary() | predicted_bytes(plan, parent.folder)
+    modalities = tuple(m for m in MODALITIES if m in design.modalities)
+    try:
+        predicted = predict(plan, dtypes, design.context, modalities,
+                            parent.vision_tensors() if "vision" in modalities else None)
+    except UserError as error:
+        return {"valid": False, "message": str(error), "design": design.to_json()}
+    return {
+        "valid": True,
+        "message": f"valid: {len(plan.kept_layers)} of {parent.config.text.num_hidden_layers} layers, "
+                   f"{', '.join(modalities)}",
+        "design": design.to_json(),
+        "options": options(parent, design),
+        "plan": summary,
+        "predicted": predicted,
+        "prediction_source": PREDICTION_SOURCE,
+        "context": design.context,
+        "commands": commands(parent, design, Path("designs") / (design.name or "my-design")),
+    }
+
+
+def options(parent: Parent, design: Design) -> list[str]:
+    """The slice as `matslice plan/slice` options (one --ffn-dims width when all kept layers share it)."""
+    spec = spec_of(parent, design)
+    args: list[str] = []
+    if spec.layers_to_skip:
+        args += ["--layers-to-skip", ",".join(map(str, spec.layers_to_skip))]
+    if spec.ffn_dims:
+        dims = spec.ffn_dims[:1] if len(set(spec.ffn_dims)) == 1 else spec.ffn_dims
+        args += ["--ffn-dims", ",".join(map(str, dims))]
+    if spec.audio_layers_to_skip:
+        args += ["--audio-layers-to-skip", ",".join(map(str, spec.audio_layers_to_skip))]
+    if spec.audio_ffn_dim is not None:
+        args += ["--audio-ffn-dim", str(spec.audio_ffn_dim)]
+    if spec.modalities:
+        args += ["--modalities", ",".join(spec.modalities)]
+    if spec.vocab_corpus:
+        args += ["--vocab-corpus", spec.vocab_corpus[0]]
+        args += ["--vocab-size", str(spec.vocab_size)] if spec.vocab_size is not None else []
+        args += [] if spec.vocab_keep_unused else ["--vocab-drop-unused"]
+    return args
+
+
+def command_lines(parent: Parent, design: Design, out: Path) -> list[list[str]]:
+    """The `matslice slice` and `matslice export` argument lists that build `design` into out/checkpoint, out/bundle."""
+    source = str(parent.folder) if parent.folder else "PARENT_CHECKPOINT"
+    checkpoint, bundle = out / "checkpoint", out / "bundle"
+    export = ["--dtype", ",".join(design.dtypes)]
+    encoders = export_encoders(parent.config, design)
+    if encoders is not None:
+        export += ["--modalities", ",".join(m for m in MODALITIES if m == "text" or m in encoders)]
+    return [["matslice", "slice", source, str(checkpoint), *options(parent, design)],
+            ["matslice", "export", str(checkpoint), str(bundle), *export]]
+
+
+def commands(parent: Parent, design: Design, out: Path) -> list[str]:
+    """`matslice slice ...` and `matslice export ...`: the design reproduced on the command line."""
+    return [shlex.join(line) for line in command_lines(parent, design, out)]
+
+
+# --- Starting points ------------------------------------------------------------------------------------------
+def starting_points(parent: Parent, slices: Mapping[str, SliceSpec] = {},  # noqa: B006 (read only)
+                    front: Sequence[Mapping[str, Any]] = ()) -> dict[str, Design]:
+    """Designs to start from: the parent, the presets that fit it, the given slices (registered variants),
+    and the entries of a search front (`load_front`); each checked against this parent, misfits left out."""
+    config = parent.config
+    found = {"parent (nothing cut)": design_of(config, SliceSpec())}
+    named = [(f"preset {p.name}", p.spec()) for p in all_presets()]
+    named += [(f"variant {name}", spec) for name, spec in slices.items()]
+    named += [(f"front {entry.get('name', i)}", front_spec(entry)) for i, entry in enumerate(front)]
+    for label, spec in named:
+        try:
+            make_plan(config, spec)
+        except (UserError, TypeError):
+            continue
+        found[label] = design_of(config, spec)
+    return found
+
+
+def front_spec(entry: Mapping[str, Any]) -> SliceSpec:
+    """A search front entry (name, SliceSpec fields, predicted numbers) as a SliceSpec; other keys ignored."""
+    fields = {"layers_to_skip", "ffn_dims", "audio_layers_to_skip", "audio_ffn_dim", "modalities"}
+    given = {key: tuple(value) if isinstance(value, list) else value for key, value in entry.items() if key in fields}
+    return SliceSpec(**given)
+
+
+def load_front(path: Path) -> list[dict[str, Any]]:
+    """The search stage's front file: a JSON list of slices (the hook `matslice demo --front FILE` feeds)."""
+    try:
+        entries = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise UserError(f"cannot read the search front {path}: {error}") from None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UserError(f"{path} is not a search front: expected a JSON list of slices")
+    return entries
+
+
+def slice_of_record(record: Mapping[str, Any] | None, parent: ModelConfig) -> SliceSpec | None:
+    """The SliceSpec a registered variant's manifest records (`matslice` in its config), or None for a parent."""
+    if not record or "kept_layers" not in record:
+        return None
+    kept = list(record["kept_layers"])
+    skip = tuple(i for i in range(parent.text.num_hidden_layers) if i not in kept)
+    audio = record.get("audio") or {}
+    blocks = parent.audio.conf_num_hidden_layers if parent.audio else 0
+    audio_skip = tuple(j for j in range(blocks) if "kept_blocks" in audio and j not in audio["kept_blocks"])
+    ffn = audio.get("ffn_dim")
+    return SliceSpec(skip, tuple(record.get("ffn_dims") or ()), audio_skip,
+                     None if ffn is None or (parent.audio and ffn == parent.audio.ffn_width) else ffn,
+                     tuple(record.get("modalities") or ()) if record.get("modalities") == ["text"] else ())
+
+
+# --- Building ---------------------------------------------------------------------------------------------------
+class Designer:
+    """The Design tab's state on the server: the parent, where builds go, and one build at a time.
+
+    A build slices the parent and exports the child inside one `atomic_folder` (designs/<name>/checkpoint
+    and bundle), so a failed or interrupted build leaves nothing; the finished bundle is then handed to
+    `register`, which adds it to the app's variants.
+    """
+
+    def __init__(self, parent: Parent, root: Path, slices: Mapping[str, SliceSpec] | None = None,
+                 front: Sequence[Mapping[str, Any]] = ()) -> None:
+        self.parent = parent
+        self.root = Path(root)
+        self.front = list(front)
+        self.slices = dict(slices or {})
+        self._lock = threading.Lock()
+
+    def starts(self) -> dict[str, Design]:
+        return starting_points(self.parent, self.slices, self.front)
+
+    def evaluate(self, design: Design) -> dict[str, Any]:
+        result = evaluate(self.parent, design)
+        if result["valid"]:
+            result["commands"] = commands(self.parent, design, self.root / (design.name or "my-design"))
+        return result
+
+    def build(self, design: Design, taken: Sequence[str], progress: Callable[[float, str], None] | None = None
+              ) -> tuple[Path, dict[str, Any]]:
+        """Slice and export `design` into root/<name>; returns the bundle folder and the evaluation it was built to."""
+        if self.parent.folder is None:
+            raise UserError("the design parent is a config, not a checkpoint: start the demo with "
+                            "--design-parent CHECKPOINT to build")
+        if not NAME.match(design.name or ""):
+            raise UserError(f"name {design.name!r}: use 1-48 lowercase letters, digits, '.', '_' or '-', "
+                            "starting with a letter or digit")
+        if design.name in taken:
+            raise UserError(f"a variant named {design.name!r} is already served: choose another name")
+        result = self.evaluate(design)
+        if not result["valid"]:
+            raise UserError(result["message"])
+        if not self._lock.acquire(blocking=False):
+            raise UserError("another design is being built: wait for it to finish")
+        try:
+            return self._build(design, result, progress or (lambda fraction, what: None))
+        finally:
+            self._lock.release()
+
+    def _build(self, design: Design, result: dict[str, Any], progress: Callable[[float, str], None]
+               ) -> tuple[Path, dict[str, Any]]:
+        """Run the very commands the tab shows, in child processes, inside one atomic folder.
+
+        Why processes: what is built is then exactly what `commands` prints; the export's torch tracing and
+        its memory (about 2 GB for E2B) stay out of the server; and progress is read from their tqdm lines
+        rather than through Gradio's tqdm patching, which loses track when the ONNX exporter nests its own
+        bars inside ours.
+        """
+        from gemma3n.folders import atomic_folder
+
+        out = self.root / design.name
+        with atomic_folder(out, overwrite=True) as work:  # a design of this name from an earlier session
+            slicing, exporting = command_lines(self.parent, design, work)
+            _run(slicing, progress, (0.0, 0.05), "slicing")
+            _run(exporting, progress, (0.05, 1.0), "exporting")
+            (work / "design.json").write_text(json.dumps(result, indent=2) + "\n")
+        progress(1.0, "done")
+        return out / "bundle", result
+
+
+# A bar of `matslice export` -> the share of the export it ends (tracing dominates: minutes for a real model).
+_STAGES = {"slicing": 1.0, "tracing sessions": 0.85, "writing": 1.0}
+_BAR = re.compile(r"^(?P<desc>[^:\r\n]+): *(?P<pct>\d+)%")
+
+
+def _run(line: list[str], progress: Callable[[float, str], None], span: tuple[float, float], what: str) -> None:
+    """Run `matslice ...` as `python -m matslice ...`, reporting its tqdm bars as a share of `span`.
+
+    Its `error:` line becomes this UserError; any other failure a RuntimeError with the output's tail.
+    """
+    import subprocess
+    import sys
+
+    start, end = span
+    progress(start, what)
+    process = subprocess.Popen([sys.executable, "-m", "matslice", *line[1:]], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    tail: list[str] = []
+    pending = b""
+    done = 0.0
+    while chunk := os.read(process.stdout.fileno(), 65536):
+        *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+        for text in (raw.decode(errors="replace").strip() for raw in lines):
+            if not text:
+                continue
+            tail = [*tail[-40:], text]
+            match = _BAR.match(text)
+            if not match:
+                continue
+            desc = match.group("desc").strip()
+            stage = next((s for s in _STAGES if desc.startswith(s)), None)
+            if stage is not None:
+                before = 0.0 if stage in ("slicing", "tracing sessions") else _STAGES["tracing sessions"]
+                done = max(done, before + (_STAGES[stage] - before) * int(match.group("pct")) / 100)
+            progress(start + (end - start) * done, desc)
+    code = process.wait()
+    if code == 0:
+        return
+    errors = [text for text in tail if text.startswith("error: ")]
+    if errors:
+        raise UserError(errors[-1].removeprefix("error: "))
+    raise RuntimeError(f"`{shlex.join(line)}` failed (exit {code}): " + " / ".join(tail[-5:]))

@@ -1,0 +1,303 @@
+"""The Design tab for real: `matslice demo --design-parent NANO` in a subprocess, driven by gradio_client and by
+Debian's Chromium.
+
+A design's numbers are checked against `matslice plan --json` run on the same slice; an invalid design (a KV
+store layer skipped while its readers stay) must come back with the plan's reason and leave nothing on disk; a
+built design must be served (`/variants`, a `/compare` run, the plot) with its bundle's own manifest numbers,
+and the `matslice slice` command the tab shows must rebuild the same checkpoint byte for byte. Builds go to a
+temporary --cache; the default bundles are the ones tests/demo/test_demo.py uses (.cache/demo).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+gradio_client = pytest.importorskip("gradio_client")
+
+from demo.design import STAND_IN, Design, Parent, design_of, evaluate, layer_grid, nested_widths  # noqa: E402
+from demo.variants import Registry, build_defaults  # noqa: E402
+from gemma3n.config import e4b_config  # noqa: E402
+from slicer.plan import make_plan  # noqa: E402
+from slicer.presets import get_preset  # noqa: E402
+from standins.default import default_checkpoint  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "build" / "test-artifacts"
+STORE = 5  # the nano parent's sliding KV store layer, read by layers 6-8
+DESIGN = {"skip": [8], "widths": [256] * 10, "modalities": ["text", "audio"], "dtypes": ["q4", "fp32"],
+          "context": 2048}
+
+
+# --- Pure logic: no server ----------------------------------------------------------------------------------------
+def test_nested_widths_are_the_trained_granularities() -> None:
+    assert nested_widths(16384) == tuple(2048 * k for k in range(1, 9))  # Google's table: 2_048 * k
+    assert {128, 256, 512} <= set(nested_widths(512))  # the nano's 1/4, 1/2, full
+    assert nested_widths(1000) == tuple(sorted({125 * k for k in range(1, 9)}))
+    assert nested_widths(1001) == (1001,)
+
+
+def test_group_widths_snap_per_layer() -> None:
+    from demo.design import parse_layers, snap
+
+    assert parse_layers("all", 10) == tuple(range(10)) and parse_layers("0-2, 7", 10) == (0, 1, 2, 7)
+    assert snap(5000, nested_widths(16384)) == 4096 and snap(3072, nested_widths(16384)) == 2048  # ties: narrower
+    assert snap(9000, nested_widths(512)) == 512
+    for bad in ("3-1", "0-10", "seven"):
+        with pytest.raises(ValueError, match="layers"):
+            parse_layers(bad, 10)
+
+
+def test_grid_marks_e4b_store_layers() -> None:
+    grid = layer_grid(e4b_config().text)
+    stores = {info.index: info.readers for info in grid if info.role == "store"}
+    assert set(stores) == {18, 19}  # README: 18 for sliding attention, 19 for full
+    assert stores[19] == (24, 29, 34) and set(stores[18]) == set(range(20, 35)) - {24, 29, 34}
+    assert all(info.role == "reuse" and info.store in (18, 19) for info in grid[20:])
+
+
+@pytest.mark.parametrize("preset", ["E2B", "E0.55B", "E1.96B-layer"])
+def test_a_preset_design_plans_as_the_preset(preset: str) -> None:
+    parent = Parent(e4b_config())
+    spec = get_preset(preset).spec()
+    result = evaluate(parent, design_of(parent.config, spec))
+    assert result["valid"], result["message"]
+    assert result["plan"]["params"] == make_plan(parent.config, spec).summary()["params"]
+    sessions = result["predicted"]["q4"]["sessions"]
+    assert result["predicted"]["q4"]["download"] == sum(s["bytes"] for s in sessions.values())
+
+
+@pytest.mark.parametrize(("design", "reason"), [
+    (Design(skip=(18,)), "layer 18 stores the KV cache that kept layer 20 reuses"),
+    (Design(skip=tuple(range(35))), "skips all 35"),
+    (Design(widths=(3000,) * 35), "not one of the parent's nested widths"),
+    (Design(modalities=("audio",)), "keep text"),
+    (Design(dtypes=()), "at least one dtype"),
+    (Design(dtypes=("q3",)), "unknown dtype"),
+    (Design(context=10**6), "context"),
+])
+def test_invalid_designs_say_why(design: Design, reason: str) -> None:
+    result = evaluate(Parent(e4b_config()), design)
+    assert not result["valid"] and reason in result["message"], result["message"]
+
+
+def test_starting_points_take_presets_that_fit_and_a_search_front() -> None:
+    from demo.design import starting_points
+
+    front = [{"name": "f1", "layers_to_skip": [20, 21, 22, 23, 24], "ffn_dims": [8192], "predicted": {"q4": 1}},
+             {"name": "misfit", "layers_to_skip": [18]}]  # skips the sliding store layer: left out
+    starts = starting_points(Parent(e4b_config()), front=front)
+    assert "preset E2B" in starts and "preset E0.40B-text" in starts and "front misfit" not in starts
+    assert starts["front f1"] == starts["preset E2B"]  # the same slice as Google's E2B
+    assert starts["preset E0.40B-text"].modalities == ("text",)
+    assert next(iter(starting_points(Parent(e4b_config())))) == "parent (nothing cut)"
+
+
+def test_design_json_is_checked() -> None:
+    with pytest.raises(ValueError, match="'widths' must be a list of whole numbers"):
+        Design.from_json({"widths": "wide"})
+    with pytest.raises(ValueError, match="unknown design field 'layers'"):
+        Design.from_json({"layers": [1]})
+    assert Design.from_json(DESIGN).to_json() == {**Design().to_json(), **DESIGN}
+
+
+# --- The app ------------------------------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _connect(url: str, server: subprocess.Popen, log: Path, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the demo exited with {server.returncode}:\n{log.read_text()}")
+        try:
+            return gradio_client.Client(url, verbose=False)
+        except Exception:
+            time.sleep(1)
+    pytest.fail(f"the demo did not answer within {timeout} s:\n{log.read_text()}")
+
+
+# --- The app (server) ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def nano() -> Path:
+    return default_checkpoint(ROOT / ".cache/models")
+
+
+@pytest.fixture(scope="module")
+def registry(nano: Path) -> Registry:
+    return build_defaults(ROOT / ".cache/demo", nano)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("demo-cache")
+
+
+@pytest.fixture(scope="module")
+def server(registry: Registry, nano: Path, cache: Path, tmp_path_factory):
+    """`python -m matslice demo --design-parent NANO --cache TMP <bundles>`; yields (url, client)."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("design") / "server.log"
+    folders = [str(v.folder) for v in registry.variants.values()]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1"}
+    command = [sys.executable, "-m", "matslice", "demo", "--port", str(port), "--design-parent", str(nano),
+               "--cache", str(cache), *folders]
+    with open(log, "w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        yield url, _connect(url, process, log)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server[1]
+
+
+def matslice_plan(model: Path, *options: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "matslice", "plan", str(model), *options, "--json"], cwd=ROOT,
+                          capture_output=True, text=True, check=True)
+    return json.loads(done.stdout)
+
+
+def test_design_numbers_equal_plan(client, nano: Path, cache: Path) -> None:
+    result = client.predict(DESIGN, api_name="/design")
+    assert result["valid"], result["message"]
+    assert result["options"] == ["--layers-to-skip", "8", "--ffn-dims", "256"]
+    assert result["plan"] == matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256")
+    assert result["plan"]["params"]["effective"] < matslice_plan(nano)["params"]["effective"]
+    for dtype in ("q4", "fp32"):
+        predicted = result["predicted"][dtype]
+        assert set(predicted["sessions"]) == {"embed_tokens", "decoder_model_merged", "audio_encoder"}
+        assert predicted["download"] == sum(s["bytes"] for s in predicted["sessions"].values())
+        memory = predicted["memory"]
+        assert memory["total"] == memory["weights"] + memory["kv_cache"] + memory["activations"]
+    assert result["predicted"]["q4"]["download"] < result["predicted"]["fp32"]["download"]
+    # TODO(footprint): once `matslice plan --dtype q4,fp32 --context 2048` prints bytes and memory, assert
+    # result["predicted"] equals what it prints, as `plan` above.
+    text_only = client.predict({**DESIGN, "modalities": ["text"]}, api_name="/design")
+    assert text_only["plan"] == matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256",
+                                              "--modalities", "text")
+    assert "audio_encoder" not in text_only["predicted"]["q4"]["sessions"]
+    corpus = "The cat sat on the mat.\nimport os\nos.path.join(a, b)\n"
+    cut = client.predict({**DESIGN, "modalities": ["text"], "vocab_text": corpus, "vocab_size": 300},
+                         api_name="/design")
+    assert cut["valid"], cut["message"]
+    path = Path(cut["options"][cut["options"].index("--vocab-corpus") + 1])
+    assert path.parent == cache / "corpora" and path.read_text() == corpus  # what `slice --vocab-corpus` reads
+    assert cut["plan"] == matslice_plan(nano, *cut["options"])
+    assert text_only["plan"]["vocab"] is None and 265 < cut["plan"]["vocab"]["kept_text_ids"] <= 300
+    assert cut["predicted"]["q4"]["download"] < text_only["predicted"]["q4"]["download"]
+    starts = client.predict(api_name="/design_starts")
+    assert starts["variant e2b-like"]["skip"] == [8] and set(starts["variant e2b-like"]["widths"]) == {256, 512}
+
+
+def test_invalid_design_reports_reason_and_builds_nothing(client, cache: Path, registry: Registry) -> None:
+    bad = {**DESIGN, "skip": [STORE], "name": "bad-design"}
+    result = client.predict(bad, api_name="/design")
+    assert not result["valid"]
+    assert result["message"].startswith(f"layer {STORE} stores the KV cache that kept layer 6 reuses")
+    with pytest.raises(Exception, match=f"layer {STORE} stores the KV cache"):
+        client.predict(bad, api_name="/build")
+    with pytest.raises(Exception, match="name 'Bad Name!'"):
+        client.predict({**DESIGN, "name": "Bad Name!"}, api_name="/build")
+    with pytest.raises(Exception, match="already served"):
+        client.predict({**DESIGN, "name": "parent"}, api_name="/build")
+    assert not client.predict({"widths": "wide"}, api_name="/design")["valid"]
+    designs = cache / "designs"
+    assert not designs.exists() or not any(designs.iterdir())  # no folder, no half-written sibling
+    assert "bad-design" not in client.predict(api_name="/variants")
+
+
+def test_built_design_joins_the_comparison(client, cache: Path, nano: Path, tmp_path: Path) -> None:
+    design = {"skip": [7, 8], "widths": [128] * 10, "modalities": ["text"], "dtypes": ["q4"], "context": 1024,
+              "name": "my-slice"}
+    built = client.predict(design, api_name="/build")
+    assert built["variant"]["name"] == "my-slice"
+    assert "my-slice" in client.predict(api_name="/variants")
+    bundle = cache / "designs" / "my-slice" / "bundle"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["matslice"]["kept_layers"] == [0, 1, 2, 3, 4, 5, 6, 9]
+    assert manifest["matslice"]["ffn_dims"] == [128] * 8 and manifest["text_only"]
+    run = client.predict("the cat sat on the mat", ["parent", "my-slice"], None, 6, api_name="/compare")
+    mine = run["variants"][1]
+    assert mine["name"] == "my-slice" and mine["new_tokens"] >= 1
+    assert mine["bundle_bytes"] == sum(r["bytes"] for r in manifest["files"].values())
+    predicted = built["predicted"]["q4"]["sessions"]
+    actual = {s: r["q4"]["bytes"] for s, r in manifest["sessions"].items()}
+    assert set(predicted) == set(actual) == {"embed_tokens", "decoder_model_merged"}
+    for session, size in actual.items():
+        if STAND_IN:  # TODO(footprint): remove this branch once slicer.footprint is in main
+            assert 0.3 < predicted[session]["bytes"] / size < 3, (session, predicted[session], size)
+        else:  # slicer.footprint: weights and the largest tensor exact, each graph's own bytes estimated (< 1 %)
+            assert abs(predicted[session]["bytes"] / size - 1) < 0.01, (session, predicted[session], size)
+            largest = manifest["sessions"][session]["q4"]["largest_tensor"]
+            assert predicted[session]["largest_tensor"] == [largest["name"], largest["bytes"]]
+    points = {p["name"]: p for p in client.predict(api_name="/plot")["points"]}
+    assert points["my-slice"]["bundle_bytes"] == mine["bundle_bytes"]
+    # The shown command rebuilds the same checkpoint, byte for byte.
+    slice_command = shlex.split(built["commands"][0])
+    assert slice_command[:3] == ["matslice", "slice", str(nano)]
+    again = tmp_path / "again"
+    subprocess.run([sys.executable, "-m", "matslice", "slice", str(nano), str(again), *slice_command[4:]], cwd=ROOT,
+                   check=True, capture_output=True)
+    ours = cache / "designs" / "my-slice" / "checkpoint"
+    assert (again / "model.safetensors").read_bytes() == (ours / "model.safetensors").read_bytes()
+    assert shlex.split(built["commands"][1])[-2:] == ["--dtype", "q4"]
+    with pytest.raises(Exception, match="already served"):
+        client.predict(design, api_name="/build")
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
+def test_design_tab_in_chromium(server, client, cache: Path, nano: Path) -> None:
+    """Tick "skip" on the store layer in the real page: the grid marks it, the verdict says why, Build refuses,
+    and unticking recovers; the numbers on the page are the plan's."""
+    from demo.app import _count
+    from gemma3n.units import human_bytes
+    from web_export.node import NODE_DIR, ensure_installed
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not on PATH")
+    ensure_installed()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    url, _ = server
+    command = ["node", "design.mjs", url, "--out", str(ARTIFACTS), "--store", str(STORE), "--chromium", str(CHROMIUM)]
+    done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result.get("failure") is None, result
+    assert result["stores"] == ["layer-4", "layer-5"]  # the full and the sliding KV store layers
+    assert result["reuses"] == ["layer-6", "layer-7", "layer-8", "layer-9"]
+    assert "KV store, read by L6-8" in result["storeLabel"]
+    assert f"layer {STORE} stores the KV cache that kept layer 6 reuses" in result["invalid"]
+    assert "No numbers" in result["numbersInvalid"] and "download" in result["numbersBefore"]
+    assert f"layer {STORE} stores the KV cache" in result["buildInvalid"] and "Not built" in result["buildInvalid"]
+    assert not (cache / "designs" / "bad-design").exists()
+    # The page's numbers are the plan's: the starting design is the parent, text + audio, q4 at 2048 tokens.
+    page = client.predict({"modalities": ["text", "audio"], "dtypes": ["q4"], "context": 2048}, api_name="/design")
+    assert page["plan"] == matslice_plan(nano)
+    q4 = page["predicted"]["q4"]
+    for shown in (_count(page["plan"]["params"]["effective_published"]), human_bytes(q4["download"]),
+                  human_bytes(q4["memory"]["total"]), human_bytes(q4["largest_tensor"][1])):
+        assert shown in result["numbersBefore"], (shown, result["numbersBefore"])
+    assert "Valid design" in result["validAfter"] and "matslice slice" in result["commands"]
+    hosts = {u.split("/")[2] for u in result["requests"] if u.startswith(("http:", "https:", "ws:"))}
+    assert hosts == {url.split("/")[2]}, hosts  # nothing leaves the machine
+    for shot in ("demo-compare.png", "demo-design-invalid.png", "demo-design.png"):
+        assert (ARTIFACTS / shot).stat().st_size > 10_000
