@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 from gemma3n.config import ModelConfig, TextConfig, load_config
-from gemma3n.dtypes import DTYPES, parse_dtypes
+from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
-from gemma3n.modalities import MODALITIES, TEXT_SESSIONS, encoder_sessions
-from gemma3n.shapes import VISION_PARAMS, checkpoint_shapes, numel
+from gemma3n.modalities import MODALITIES
 from slicer.plan import SlicePlan, SliceSpec, make_plan
 from slicer.presets import all_presets
-from slicer.report import predicted_bytes
+from slicer.report import bundle_summary, folder_tensors, predicted_bytes
 from slicer.vocab import VocabCut, cut_for
 
 DEFAULT_CONTEXT = 2048
@@ -238,121 +237,29 @@ def export_encoders(parent: ModelConfig, design: Design) -> set[str] | None:
     return set(design.modalities) - {"text"}
 
 
-# --- Predictions: THE ONE ADAPTER to slicer.footprint -----------------------------------------------------------
-# `slicer.footprint` (branch `footprint`) computes the exact bytes the exporter writes and the runtime memory. Until
-# it is merged, `predict` falls back to `_stand_in`, a shape-times-bits estimate, and the tab says so.
-# TODO(footprint): once main has slicer/footprint.py, delete the ImportError branch and everything marked
-# "stand-in" below; tests/demo/test_design.py then asserts predicted == manifest bytes (it branches on STAND_IN).
-try:
-    from slicer import footprint as _footprint
-except ImportError:  # stand-in
-    _footprint = None
-STAND_IN = _footprint is None
-PREDICTION_SOURCE = (
-    "stand-in estimate: checkpoint tensor shapes at the dtype's bits (graph bytes, quantization scales and runtime "
-    "buffers approximate) until slicer.footprint lands" if STAND_IN else
-    "slicer.footprint: weights exact as the exporter lays them out, each .onnx graph's own bytes estimated; memory "
-    "as `matslice plan --context` computes it")
+# --- Predictions ---------------------------------------------------------------------------------------------
+PREDICTION_SOURCE = ("`matslice plan --dtype ... --context ...`: weights exact as the exporter lays them out, "
+                     "each .onnx graph's own bytes estimated; memory as plan computes it")
 
 
-def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, modalities: Sequence[str],
-            vision_tensors: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, Any]:
+def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, tensors: Mapping[str, Any] | None) -> dict[str, Any]:
     """Per dtype: each session's download bytes and largest tensor, the bundle's download, and runtime memory
-    (weights as loaded, the KV cache of the layers that own one, activations at batch 1) at `context` tokens.
+    (weights as loaded, the KV cache of the layers that own one, activations at batch 1) at `context` tokens:
+    `matslice plan`'s own figures (slicer.report.bundle_summary), regrouped by dtype for the tab.
 
-    `modalities` are those exported (text plus the encoders); `vision_tensors`, the parent's vision tower shapes
-    from its headers, are needed only for a customised tower's vision_encoder.
+    `tensors` are the parent's safetensors headers, needed only for a customised vision tower's session.
     """
-    if STAND_IN:
-        return _stand_in(plan, dtypes, context, modalities)
-    child = plan.child
-    kept = [m for m in modalities if m in child.modalities]
-    sessions = _footprint.bundle_footprint(child, dtypes, modalities=kept, vision_tensors=vision_tensors)
+    summary = bundle_summary(plan, dict(tensors) if tensors else None, tuple(dtypes), {}, context)  # export's defaults
+    bundle, memory = summary["bundle"], summary["memory"]["dtypes"]
     out: dict[str, Any] = {}
     for dtype in dtypes:
-        per = {name: {"bytes": by[dtype].bytes, "largest_tensor": list(by[dtype].largest_tensor)}
-               for name, by in sessions.items()}
-        out[dtype] = {
-            "sessions": per,
-            "download": sum(s["bytes"] for s in per.values()),
-            "largest_tensor": max((s["largest_tensor"] for s in per.values()), key=lambda t: (t[1], t[0])),
-            "memory": _footprint.runtime_memory(child, dtype, context),
-        }
+        per = {name: {"bytes": by[dtype]["bytes"],
+                      "largest_tensor": [by[dtype]["largest_tensor"]["name"], by[dtype]["largest_tensor"]["bytes"]]}
+               for name, by in bundle["sessions"].items()}
+        largest = bundle["largest_tensor"][dtype]
+        out[dtype] = {"sessions": per, "download": bundle["bytes"][dtype]["all"],
+                      "largest_tensor": [largest["name"], largest["bytes"]], "memory": memory[dtype]}
     return out
-
-
-_BLOCK = 32  # stand-in: quantization block of MatMulNBits and the 4-bit lookups (export's default --block-size)
-
-
-def _tensor_bytes(shape: tuple[int, ...], dtype: str, table: bool) -> int:
-    """Stand-in: one tensor's bytes in a bundle of `dtype` (4/8-bit codes plus a float scale per block or row)."""
-    info, count = DTYPES[dtype], numel(shape)
-    if len(shape) < 2:
-        return count * info.float_bytes
-    bits = info.lookup_bits if table else {"int4": 4, "int8": 8}.get(info.matmul)
-    if bits is None:
-        return count * info.float_bytes
-    scales = count // _BLOCK if bits == 4 else shape[0]
-    return count * bits // 8 + scales * info.float_bytes
-
-
-def _session_of(name: str, config: ModelConfig) -> str | None:  # stand-in
-    prefix = config.text_prefix
-    if name.startswith(prefix + "embed_tokens"):
-        return "embed_tokens"
-    if name.startswith(prefix) or name == "lm_head.weight":
-        return "decoder_model_merged"
-    if name.startswith(("model.audio_tower.", "model.embed_audio.")):
-        return "audio_encoder"
-    if name.startswith("model.embed_vision."):
-        return "vision_encoder"
-    return None
-
-
-def _stand_in(plan: SlicePlan, dtypes: Sequence[str], context: int, modalities: Sequence[str]) -> dict[str, Any]:
-    """Stand-in for slicer.footprint: each tensor's elements at the dtype's bits, no graph bytes."""
-    child = plan.child
-    sessions = [*TEXT_SESSIONS, *encoder_sessions(m for m in modalities if m in child.modalities)]
-    shapes = checkpoint_shapes(child)
-    live = child.live_audio_ffn
-    out: dict[str, Any] = {}
-    for dtype in dtypes:
-        per: dict[str, dict[str, Any]] = {s: {"bytes": 0, "largest_tensor": ["", 0]} for s in sessions}
-        for name, shape in shapes.items():
-            session = _session_of(name, child)
-            if session not in per:
-                continue
-            if live and re.search(r"ffw_layer_[12]\.weight$", name):  # the zeroed audio units are not exported
-                shape = (live, shape[1]) if shape[0] > shape[1] else (shape[0], live)
-            size = _tensor_bytes(shape, dtype, table="embed_tokens" in name)
-            per[session]["bytes"] += size
-            if size > per[session]["largest_tensor"][1]:
-                per[session]["largest_tensor"] = [name, size]
-        if "vision_encoder" in per and child.vision is not None:
-            tower = VISION_PARAMS.get(child.vision.architecture, 0)
-            per["vision_encoder"]["bytes"] += tower * DTYPES[dtype].float_bytes
-        out[dtype] = {
-            "sessions": per,
-            "download": sum(s["bytes"] for s in per.values()),
-            "largest_tensor": max((s["largest_tensor"] for s in per.values()), key=lambda t: t[1]),
-            "memory": _memory(child, dtype, context, per),
-        }
-    return out
-
-
-def _memory(child: ModelConfig, dtype: str, context: int, per: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Stand-in runtime memory of the text sessions at `context` tokens, batch 1."""
-    text, item = child.text, DTYPES[dtype].float_bytes
-    weights = sum(per[s]["bytes"] for s in TEXT_SESSIONS)
-    kv = 0
-    for kind, role in zip(text.layer_types, text.kv_roles, strict=True):
-        if role != "reuse":
-            tokens = min(context, text.sliding_window) if kind == "sliding_attention" else context
-            kv += 2 * text.num_key_value_heads * text.head_dim * tokens * item
-    widest = max(text.intermediate_size)
-    per_token = text.altup_num_inputs * text.hidden_size + 2 * widest + text.num_attention_heads * text.head_dim
-    activations = item * (context * (per_token + text.vocab_size) + text.num_attention_heads * context * context)
-    return {"weights": weights, "kv_cache": kv, "activations": activations, "total": weights + kv + activations}
 
 
 # --- Evaluating a design -------------------------------------------------------------------------------------
@@ -374,14 +281,10 @@ class Parent:
         path = Path(path)
         return cls(load_config(path), path if path.is_dir() else None, corpora)
 
-    def vision_tensors(self) -> dict[str, tuple[int, ...]] | None:
-        """The vision tower's tensor shapes from the parent's safetensors headers (None without a folder)."""
-        if self.folder is None:
-            return None
-        from gemma3n.safetensors import read_tensors
-
-        return {name: tuple(info.shape) for name, info in read_tensors(self.folder).items()
-                if name.startswith("model.vision_tower.")}
+    @functools.cached_property
+    def tensors(self) -> dict[str, Any] | None:
+        """The parent's safetensors headers (None without a folder), read once: what `plan` reads of a folder."""
+        return folder_tensors(self.folder)
 
     def corpus(self, text: str) -> Path:
         """The file holding a vocabulary corpus sent as text, named by its hash and written once.
@@ -446,11 +349,10 @@ def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
         plan, dtypes = check(parent, design)
     except UserError as error:
         return {"valid": False, "message": str(error), "design": design.to_json()}
-    summary = plan.summary() | predicted_bytes(plan, parent.folder)
+    summary = plan.summary() | predicted_bytes(plan, parent.folder, parent.tensors)
     modalities = tuple(m for m in MODALITIES if m in design.modalities)
     try:
-        predicted = predict(plan, dtypes, design.context, modalities,
-                            parent.vision_tensors() if "vision" in modalities else None)
+        predicted = predict(plan, dtypes, design.context, parent.tensors)
     except UserError as error:
         return {"valid": False, "message": str(error), "design": design.to_json()}
     return {
