@@ -29,8 +29,15 @@ DEFAULT_MAX_FILE_BYTES = 1_500_000_000  # Chrome refuses ArrayBuffers of ~2 GiB:
 MAX_CHUNKS = 100  # transformers.js MAX_EXTERNAL_DATA_CHUNKS (utils/hub/constants.js)
 EXTERNAL_MIN_BYTES = 1024  # smaller tensors stay inside the .onnx file, as onnx.save does by default
 ALIGNMENT = 64  # every external tensor starts, and every chunk ends, on a multiple of this
+# onnxruntime-web's WASM build has no 4-bit GEMM: each MatMulNBits call unpacks its whole weight to an fp32 [K, N]
+# buffer. Capping that buffer per part keeps a full-size model's WASM heap far below wasm32's 4 GB (E0.40B-text: the
+# tied LM head alone would take 2.1 GB; with parts the tab's heap fell from 3.5 to 1.7 GB, the tokens unchanged).
+MAX_UNPACKED_BYTES = 256 << 20
 LOOKUP_MIN_ROWS = 64  # smaller tables stay float Gathers: a lookup's extra nodes would outweigh its savings
 Q8_LOOKUP_BLOCK = 32
+# The decoder's rotary embeddings come from cos/sin tables of coarse (p // ROTARY_SPLIT) and fine (p % ROTARY_SPLIT)
+# angles rather than from Cos/Sin nodes, whose WebGPU precision (WGSL allows 2^-11) changes a deep model's tokens.
+ROTARY_SPLIT = 256
 
 Element = Literal["float", "uint8"]
 Use = Literal["matmul", "gather", "other"]
@@ -86,23 +93,27 @@ def part_name(name: str, index: int, count: int) -> str:
 
 
 def split(total: int, granularity: int, limit: int | None, make: Callable[[int, int, int], tuple[TensorSpec, ...]],
-          what: str, unit: str) -> list[Part]:
+          what: str, unit: str, max_units: int | None = None) -> list[Part]:
     """Balanced parts of `total` units (cut on multiples of `granularity`) whose tensors each hold at most `limit`
-    bytes (None: no limit, one part). Part widths differ by at most one granule.
+    bytes (None: no limit) and that are at most `max_units` wide (None: any width). Part widths differ by at most
+    one granule.
 
     `make(index, count, width)` gives the tensors of part `index` of `count` when it is `width` units wide; every
     tensor it makes must grow linearly with the width (or stay fixed), which all of ours do.
     """
     whole = make(0, 1, total)
-    if limit is None or max(t.nbytes for t in whole) <= limit:
+    fits = limit is None or max(t.nbytes for t in whole) <= limit
+    if fits and (max_units is None or total <= max_units):
         return [Part(0, total, whole)]
-    per_granule = max(t.nbytes for t in make(0, 2, granularity))
-    if per_granule > limit:
-        piece = f"one {unit.removesuffix('s')}" if granularity == 1 else f"one block of {granularity} {unit}"
-        raise UserError(f"{what}: {piece} already takes {per_granule:,} bytes, over the {limit:,}-byte tensor limit: "
-                        f"raise --max-tensor-bytes")
     granules = -(-total // granularity)
-    count = -(-granules // (limit // per_granule))
+    count = 1 if max_units is None else -(-total // max(granularity, max_units // granularity * granularity))
+    if not fits:
+        per_granule = max(t.nbytes for t in make(0, 2, granularity))
+        if per_granule > limit:
+            piece = f"one {unit.removesuffix('s')}" if granularity == 1 else f"one block of {granularity} {unit}"
+            raise UserError(f"{what}: {piece} already takes {per_granule:,} bytes, over the {limit:,}-byte tensor "
+                            f"limit: raise --max-tensor-bytes")
+        count = max(count, -(-granules // (limit // per_granule)))
     bounds = [min(total, granules * i // count * granularity) for i in range(count + 1)]
     return [Part(a, b, make(i, count, b - a)) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
 
@@ -140,7 +151,8 @@ def matmul_parts(name: str, n: int, k: int, dtype: str, *, block: int = 32, symm
             return (TensorSpec(f"{part}_quantized", "uint8", (k, width)),)
         return (TensorSpec(f"{part}_T", "float", (k, width), kind.float_bytes),)
 
-    return split(n, 1, limit, make, name, "rows")
+    unpacked = MAX_UNPACKED_BYTES // (4 * k) if kind.matmul == "int4" else None  # rows whose fp32 copy fits
+    return split(n, 1, limit, make, name, "rows", max_units=unpacked)
 
 
 def lookup_block(bits: int, block_size: int) -> int:

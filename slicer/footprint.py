@@ -21,12 +21,13 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from gemma3n.config import ModelConfig
+from gemma3n.config import ModelConfig, TextConfig
 from gemma3n.dtypes import DTYPES
 from gemma3n.errors import UserError
 from gemma3n.layout import (
     DEFAULT_MAX_FILE_BYTES,
     MAX_TENSOR_BYTES,
+    ROTARY_SPLIT,
     Part,
     Use,
     aligned,
@@ -88,7 +89,7 @@ def session_weights(config: ModelConfig, session: str, vision_tensors: Shapes | 
         tables = ("embed_tokens.weight", "embed_tokens_per_layer.weight")
         weights = [SessionWeight(TEXT_GRAPH_PREFIX + name, shape, _use(shape))
                    for name, shape in shapes.items() if name not in tables]
-        return [*weights, SessionWeight(LM_HEAD, shapes["embed_tokens.weight"], "matmul")]
+        return [*weights, SessionWeight(LM_HEAD, shapes["embed_tokens.weight"], "matmul"), *rotary_tables(text)]
     if not config.multimodal or session not in ENCODER_SESSIONS.values():
         raise UserError(f"no session {session!r} in a {config.model_type} bundle: "
                         f"choose from {', '.join(bundle_sessions(config))}")
@@ -113,6 +114,15 @@ def session_weights(config: ModelConfig, session: str, vision_tensors: Shapes | 
     read = ("model.embed_vision.soft_embedding_norm.weight", "model.embed_vision.embedding_projection.weight")
     return ([SessionWeight(name, tuple(shape), _use(tuple(shape))) for name, shape in tower.items()]
             + [SessionWeight(name, embedder[name], _use(embedder[name])) for name in read])
+
+
+def rotary_tables(text: TextConfig) -> list[SessionWeight]:
+    """The cos/sin tables the decoder computes rotary embeddings from (web_export/decoder.TableRotaryEmbedding):
+    per attention type, a coarse and a fine table of each, traced as constants (their graph names are generated)."""
+    coarse = -(-text.max_position_embeddings // ROTARY_SPLIT)
+    return [SessionWeight(f"rotary.{kind}.{part}_{fn}", (rows, text.head_dim // 2), "other")
+            for kind in sorted(set(text.layer_types)) for part, rows in (("hi", coarse), ("lo", ROTARY_SPLIT))
+            for fn in ("cos", "sin")]
 
 
 def stock_vision_tensors(architecture: str, customized: bool = False) -> Shapes:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from transformers import DynamicCache, Gemma3nTextConfig
 
+from gemma3n.layout import ROTARY_SPLIT
 from web_export.checkpoint import Gemma3nParts
 
 
@@ -90,6 +91,43 @@ def keep_last_positions(hidden_states: torch.Tensor, num_logits_to_keep: torch.T
     return hidden_states[:, start:]
 
 
+class TableRotaryEmbedding(nn.Module):
+    """Gemma 3n's rotary cos/sin from two small float64-exact tables instead of Cos/Sin on the angle.
+
+    WGSL allows sin/cos an absolute error of 2^-11, and onnxruntime-web's WebGPU kernels on SwiftShader show
+    ~5e-4 in every rotated key: a deep model amplifies that (a full-shape E0.40B picked a different first
+    token on WebGPU than on the CPU). With position p = 256 * hi + lo, cos(p f) and sin(p f) come from
+    cos/sin(256 hi f) and cos/sin(lo f) by the angle-sum identities: two Gathers, four Muls, ~1e-7 error
+    everywhere, and the tables cost (max_positions / 256 + 256) x head_dim/2 x 4 values per rope type.
+    """
+
+    SPLIT = ROTARY_SPLIT  # shared with slicer/footprint.py, which counts these tables' bytes
+
+    def __init__(self, rotary: nn.Module, config: Gemma3nTextConfig) -> None:
+        super().__init__()
+        self.layer_types = list(rotary.rope_type)
+        high = -(-int(config.max_position_embeddings) // self.SPLIT)
+        for layer_type in self.layer_types:
+            inv_freq = getattr(rotary, f"{layer_type}_inv_freq").double()
+            scaling = float(getattr(rotary, f"{layer_type}_attention_scaling"))
+            tables = {
+                "hi": torch.arange(high, dtype=torch.float64)[:, None] * self.SPLIT * inv_freq,
+                "lo": torch.arange(self.SPLIT, dtype=torch.float64)[:, None] * inv_freq,
+            }
+            for part, angle in tables.items():
+                # the scaling multiplies the hi part only, so the products carry it once
+                factor = scaling if part == "hi" else 1.0
+                self.register_buffer(f"{layer_type}_{part}_cos", (angle.cos() * factor).float(), persistent=False)
+                self.register_buffer(f"{layer_type}_{part}_sin", (angle.sin() * factor).float(), persistent=False)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: str) -> tuple[torch.Tensor, ...]:
+        high, low = position_ids // self.SPLIT, position_ids % self.SPLIT
+        a, b = getattr(self, f"{layer_type}_hi_cos")[high], getattr(self, f"{layer_type}_hi_sin")[high]
+        c, d = getattr(self, f"{layer_type}_lo_cos")[low], getattr(self, f"{layer_type}_lo_sin")[low]
+        cos, sin = a * c - b * d, b * c + a * d
+        return torch.cat((cos, cos), dim=-1).to(x.dtype), torch.cat((sin, sin), dim=-1).to(x.dtype)
+
+
 class DecoderSession(nn.Module):
     """The merged decoder with cache: one graph for prefill (empty past) and decode steps.
 
@@ -105,6 +143,7 @@ class DecoderSession(nn.Module):
         self.sliding_window = parts.text_config.sliding_window
         self.softcap = parts.text_config.final_logit_softcapping
         self.kv_layers = kv_layer_count(parts.text_config)
+        self.rotary = TableRotaryEmbedding(parts.text_model.rotary_emb, parts.text_config)
 
     def forward(
         self,
@@ -120,14 +159,18 @@ class DecoderSession(nn.Module):
         masks = attention_masks(
             attention_mask, inputs_embeds.shape[1], self.sliding_window, inputs_embeds.dtype
         )
-        outputs = self.text_model(
-            inputs_embeds=inputs_embeds,
-            per_layer_inputs=per_layer_inputs,
-            attention_mask=masks,
-            position_ids=position_ids,
-            cache=cache,
-            use_cache=True,
-        )
+        original, self.text_model.rotary_emb = self.text_model.rotary_emb, self.rotary
+        try:
+            outputs = self.text_model(
+                inputs_embeds=inputs_embeds,
+                per_layer_inputs=per_layer_inputs,
+                attention_mask=masks,
+                position_ids=position_ids,
+                cache=cache,
+                use_cache=True,
+            )
+        finally:
+            self.text_model.rotary_emb = original
         hidden_states = keep_last_positions(outputs.last_hidden_state, num_logits_to_keep)
         logits = self._softcap(self.lm_head(hidden_states))
         presents = [t for layer in cache.layers[: self.kv_layers] for t in (layer.keys, layer.values)]
