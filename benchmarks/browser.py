@@ -1,7 +1,12 @@
-"""The default bundle in headless Chromium on WASM against onnxruntime in Python, same files, same prompt.
+"""Bundles in headless Chromium against onnxruntime in Python, same files, same prompt.
 
-Both sides load the bundle, prefill the chat prompt and decode greedily; the page reports its own load
-time, time to first token and tokens per second (window.matslice), measured around transformers.js calls.
+Both sides load the bundle, prefill the chat prompt and decode greedily; the page reports its own load time,
+time to first token and tokens per second (window.matslice), measured around transformers.js calls; Python's
+decode rate is measured the same way: (tokens - 1) over the time from the first token to the last.
+`bench_browser` runs the default nano slice on WASM. `bench_browser_full_shape` runs a sub-billion variant with
+Gemma 3n's real shapes (synthetic weights whose logits spread, so that ids compared mean something, and the
+vocabulary cut to the nano model's English) on WASM and on WebGPU (SwiftShader's software adapter when there is
+no GPU), with the tab's peak memory.
 """
 
 from __future__ import annotations
@@ -11,7 +16,10 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 from web_export.node import NODE_DIR, ensure_installed
 from web_export.runtime import BundleRuntime, Prompt
@@ -19,48 +27,137 @@ from website.serve import make_server
 
 PROMPT = "Hello world"
 NEW_TOKENS = 48
+FULL_SHAPE_PRESET = "E0.40B-text"
+FULL_SHAPE_VOCAB = 32768
+FULL_SHAPE_TOKENS = 8  # WASM runs a 4-bit full-shape token in seconds (no 4-bit kernel in onnxruntime-web's WASM)
+WEBGPU_TOKENS = 3  # SwiftShader runs a full-shape token in about a minute
+# Ids from two runtimes may differ where the top two logits are closer than their rounding differences: a
+# mismatch at a step whose Python top-2 gap is below this ends the comparison instead of failing it.
+NEAR_TIE = 0.1
 
 
-def _page(site: Path) -> dict:
+def run_page(site: Path, backend: str = "wasm", new_tokens: int = NEW_TOKENS, timeout: int = 300,
+             *extra: str) -> dict:
+    """Serve `site`, drive the page on `backend` (node/drive.mjs) and return its figures and ids."""
     server = make_server(site, port=0, quiet=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/?backend=wasm"
+        url = f"http://127.0.0.1:{server.server_address[1]}/?backend={backend}"
         command = ["node", "drive.mjs", url, "--chromium", "/usr/bin/chromium", "--prompt", PROMPT,
-                   "--max-new-tokens", str(NEW_TOKENS)]
-        done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=300, check=True)
+                   "--max-new-tokens", str(new_tokens), "--timeout", str(timeout * 1000),
+                   *(["--webgpu"] if backend == "webgpu" else []), *extra]
+        done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=3 * timeout, check=True)
     finally:
         server.shutdown()
         server.server_close()
-    state = json.loads(done.stdout.strip().splitlines()[-1])["matslice"]
-    return {"load_seconds": state["loadMs"] / 1000, "first_token_seconds": state["lastRun"]["firstTokenMs"] / 1000,
-            "tokens_per_second": state["lastRun"]["tokensPerSecond"], "prompt_ids": state["lastRun"]["promptIds"],
-            "dtype": state["lastRun"]["dtype"], "tokens": state["lastRun"]["tokens"]}
+    result = json.loads(done.stdout.strip().split("\n")[-1])
+    state = result.get("matslice") or {}
+    if result.get("failure") or result.get("error") or not state.get("lastRun"):
+        raise RuntimeError(f"the page failed on {backend}: {result.get('failure') or result.get('error')}")
+    run = state["lastRun"]
+    return {"backend": state["backend"], "load_seconds": state["loadMs"] / 1000,
+            "first_token_seconds": run["firstTokenMs"] / 1000, "tokens_per_second": run["tokensPerSecond"],
+            "prompt_ids": run["promptIds"], "ids": run["newIds"], "dtype": run["dtype"], "tokens": run["tokens"],
+            "runtime": state.get("runtime"), "peak_tab_bytes": result["memory"]["peakRendererBytes"],
+            "peak_gpu_process_bytes": result["memory"]["peakGpuProcessBytes"],
+            "peak_browser_bytes": result["memory"]["peakTotalBytes"]}
 
 
-def _python(bundle: Path, dtype: str, prompt_ids: list[int]) -> dict:
-    start = time.perf_counter()
-    runner = BundleRuntime.from_bundle(bundle, dtype)
-    load = time.perf_counter() - start
-    inputs = Prompt(prompt_ids)
-    start = time.perf_counter()
-    runner.greedy(inputs, 0)
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    runner.greedy(inputs, NEW_TOKENS - 1)
-    return {"load_seconds": load, "first_token_seconds": first,
-            "tokens_per_second": NEW_TOKENS / (time.perf_counter() - start)}
+def run_python(bundle: Path, dtype: str, prompt_ids: list[int], new_tokens: int = NEW_TOKENS) -> dict:
+    """Load, first token (embed + prefill + argmax) and decode rate of onnxruntime's CPU provider (default
+    threads) on the same files, with the greedy ids and each step's gap between the top two logits."""
+    started = time.perf_counter()
+    runner = BundleRuntime.from_bundle(bundle, dtype, only=("embed_tokens", "decoder_model_merged"))
+    load = time.perf_counter() - started
+    started = time.perf_counter()
+    logits, state = runner.prefill(Prompt(prompt_ids))
+    ids, gaps, times = [], [], []
+    for step in range(new_tokens):
+        if step:
+            logits = runner.step(ids[-1], state)
+        row = logits[-1]
+        top = np.partition(row, -2)[-2:]
+        ids.append(int(row.argmax()))
+        gaps.append(float(abs(top[1] - top[0])))
+        times.append(time.perf_counter())
+    decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
+    return {"load_seconds": load, "first_token_seconds": times[0] - started, "tokens_per_second": decode,
+            "ids": ids, "top2_gaps": gaps}
+
+
+def ids_match(got: list[int], want: list[int], gaps: list[float], near_tie: float = NEAR_TIE) -> tuple[bool, int]:
+    """(match, steps compared): equal ids, or equal up to a step where Python's top two logits nearly tie."""
+    for step, (a, b) in enumerate(zip(got, want, strict=False)):
+        if a != b:
+            return gaps[step] < near_tie, step
+    return len(got) == len(want), min(len(got), len(want))
+
+
+def _ratios(page: dict, python: dict) -> dict:
+    return {key: page[key] / python[key] for key in ("load_seconds", "first_token_seconds", "tokens_per_second")
+            if page.get(key) and python.get(key)}
 
 
 def bench_browser(work: Path) -> dict:
+    """The default nano slice on WASM, against onnxruntime-Python on the same files."""
     site = work / "web"
     subprocess.run([sys.executable, "-m", "matslice", "build-web", "--no-parent", "--out", str(site)], check=True,
                    capture_output=True)
     ensure_installed()
     models = json.loads((site / "models.json").read_text())
     variant = next(v for v in models["variants"] if v["id"] == models["default"])
-    page = _page(site)
-    python = _python(site / variant["path"], page["dtype"], page["prompt_ids"])
-    return {"variant": variant["id"], "browser": page, "python": python,
-            "ratios": {key: page[key] / python[key] for key in ("load_seconds", "first_token_seconds",
-                                                               "tokens_per_second")}}
+    page = run_page(site)
+    python = run_python(site / variant["path"], page["dtype"], page["prompt_ids"], len(page["ids"]))
+    return {"variant": variant["id"], "browser": page, "python": python, "ratios": _ratios(page, python)}
+
+
+def full_shape_checkpoint(work: Path, preset: str = FULL_SHAPE_PRESET) -> Path:
+    """A text-only synthetic checkpoint shaped like E4B sliced to `preset`, with spread logits and Gemma's own
+    tokenizer moved to Gemma 3n's ids (written once)."""
+    from benchmarks.synthetic import synthetic_text_config, write_synthetic
+    from benchmarks.vocab import gemma3n_tokenizer
+    from gemma3n.config import parse_config
+    from slicer.plan import make_plan
+    from slicer.presets import get_preset
+
+    child = work / f"{preset}-spread"
+    if not (child / "config.json").exists():
+        spec = replace(get_preset(preset).spec(), modalities=("text",))
+        parent = parse_config(synthetic_text_config(vocab_divisor=1), "synthetic E4B")
+        write_synthetic(child, make_plan(parent, spec).child.to_json(), tokenizer=gemma3n_tokenizer(), spread=True)
+    return child
+
+
+def bench_browser_full_shape(work: Path, corpus: Path, preset: str = FULL_SHAPE_PRESET,
+                             vocab_size: int | None = FULL_SHAPE_VOCAB, webgpu: bool = True) -> dict:
+    """The full-shape variant, q4, its vocabulary cut to `corpus` (None: kept whole), built into a site and run on
+    WASM and WebGPU beside onnxruntime-Python."""
+    checkpoint = full_shape_checkpoint(work, preset)
+    site = work / f"web-{preset}-{vocab_size or 'full'}"
+    command = [sys.executable, "-m", "matslice", "build-web", "--model", str(checkpoint), "--dtype", "q4",
+               "--out", str(site), "--no-parent", "--name", "cut"]
+    if vocab_size:
+        command += ["--vocab-corpus", str(corpus), "--vocab-size", str(vocab_size)]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    build_seconds = time.perf_counter() - started
+    ensure_installed()
+    models = json.loads((site / "models.json").read_text())
+    variant = next(v for v in models["variants"] if v["id"] == models["default"])
+    bundle = site / variant["path"]
+    wasm = run_page(site, "wasm", FULL_SHAPE_TOKENS, 900)
+    python = run_python(bundle, "q4", wasm["prompt_ids"], FULL_SHAPE_TOKENS)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    result = {
+        "preset": preset, "variant": variant["id"], "bytes": variant["bytes"]["q4"]["text"],
+        "largest_tensor_bytes": manifest["largest_tensor"]["bytes"], "vocab": (variant["slice"] or {}).get("vocab"),
+        "build_seconds": build_seconds, "wasm": wasm, "python": python,
+        "wasm_ids_match": ids_match(wasm["ids"], python["ids"], python["top2_gaps"])[0],
+        "ratios": _ratios(wasm, python),
+    }
+    if webgpu:
+        gpu = run_page(site, "webgpu", WEBGPU_TOKENS, 900)
+        result["webgpu"] = gpu
+        result["webgpu_ids_match"] = gpu["backend"] == "webgpu" and ids_match(
+            gpu["ids"], python["ids"][: len(gpu["ids"])], python["top2_gaps"])[0]
+    return result

@@ -1,10 +1,15 @@
 // Drive Debian's Chromium (never a downloaded browser) through the MatSlice page with playwright-core.
 // Why a Node script: playwright-core is a plain npm package with no browser download step, pinned in this
-// folder's package-lock.json; tests/site/test_browser.py runs this and checks what it prints.
+// folder's package-lock.json; tests/website/test_browser.py and benchmarks/browser.py run this and read what it prints.
 //
 // usage: node drive.mjs <url> --screenshot out.png [--prompt text] [--max-new-tokens N] [--dtype q4] [--expect run|error]
-// prints one JSON line: {matslice, requests, error, console, timings}
-import { mkdtempSync, rmSync } from 'node:fs';
+//        [--webgpu]   (--enable-unsafe-webgpu instead of --disable-gpu: a GPU adapter, or SwiftShader's software one)
+//        [--with-audio] [--audio clip.wav]  (load the audio sessions; attach the clip through the page's file input)
+//        [--range models/v/onnx/f.onnx_data:START-END]  (fetch that byte range through the page's checked fetch)
+//        [--timeout ms] (each wait)
+// prints one JSON line: {matslice, requests, error, console, timings, memory, range}; memory is the peak resident set
+// of the tab's renderer process, of the GPU process and of all this browser's processes, sampled from /proc every 200 ms.
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -20,14 +25,34 @@ const { values, positionals } = parseArgs({
         dtype: { type: 'string' },
         chromium: { type: 'string', default: '/usr/bin/chromium' },
         timeout: { type: 'string', default: '90000' },
+        webgpu: { type: 'boolean', default: false },
+        'with-audio': { type: 'boolean', default: false },
+        audio: { type: 'string' },
+        range: { type: 'string' },
     },
 });
 const [url] = positionals;
 const timeout = Number(values.timeout);
-const FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'];
+const FLAGS = ['--headless', '--no-sandbox', '--no-first-run', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', ...(values.webgpu ? ['--enable-unsafe-webgpu'] : ['--disable-gpu'])];
 
 const profile = mkdtempSync(path.join(tmpdir(), 'matslice-chromium-'));
+const memory = { peakRendererBytes: 0, peakGpuProcessBytes: 0, peakTotalBytes: 0 };
+
+function sampleMemory() {
+    let total = 0;
+    for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
+        try {
+            const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+            if (!cmd.includes(profile)) continue;
+            const rss = Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0) * 1024;
+            total += rss;
+            if (cmd.includes('--type=renderer')) memory.peakRendererBytes = Math.max(memory.peakRendererBytes, rss);
+            if (cmd.includes('--type=gpu-process')) memory.peakGpuProcessBytes = Math.max(memory.peakGpuProcessBytes, rss);
+        } catch { /* the process ended */ }
+    }
+    memory.peakTotalBytes = Math.max(memory.peakTotalBytes, total);
+}
 const context = await chromium.launchPersistentContext(profile, {
     executablePath: values.chromium, headless: true, args: FLAGS, viewport: { width: 1100, height: 1000 },
 });
@@ -38,20 +63,32 @@ const page = context.pages()[0] ?? await context.newPage();
 page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
 page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
 
-const result = { requests, console: consoleLines, timings: {} };
+const result = { requests, console: consoleLines, timings: {}, memory };
+const sampler = setInterval(sampleMemory, 200);
 try {
     const t0 = Date.now();
     await page.goto(url);
     await page.waitForFunction(() => window.matslice?.started || window.matslice?.error, null, { timeout });
+    if (values.range) {
+        const [file, span] = values.range.split(':');
+        result.range = await page.evaluate(([f, r]) => window.matslice.checkRange(f, r), [file, span]);
+    }
     if (values.dtype) await page.selectOption('#dtype', values.dtype);
-    await page.click('#load');
+    if (values['with-audio']) await page.check('#with-audio');
+    await page.click('#load', { timeout });
     await page.waitForFunction(() => window.matslice.ready || (window.matslice.error && !window.matslice.loading),
         null, { timeout });
     result.timings.pageToReadyMs = Date.now() - t0;
     if (values.expect === 'run' && await page.evaluate(() => window.matslice.ready)) {
         await page.fill('#max-tokens', values['max-new-tokens']);
+        if (values.audio) {
+            await page.setInputFiles('#audio-file', values.audio);
+            await page.waitForFunction(() => /attached/.test(document.getElementById('audio-status').textContent)
+                || window.matslice.error, null, { timeout });
+        }
         await page.fill('#prompt', values.prompt);
-        await page.click('#send');
+        // the click returns when the page's handler yields; on a big model that can be after a long prefill
+        await page.click('#send', { timeout });
         await page.waitForFunction(() => window.matslice.lastRun || window.matslice.error, null, { timeout });
     }
     result.error = await page.evaluate(() => {
@@ -65,6 +102,7 @@ try {
 } catch (e) {
     result.failure = String(e);
 } finally {
+    clearInterval(sampler);
     if (values.screenshot) await page.screenshot({ path: values.screenshot, fullPage: true }).catch(() => {});
     await context.close();
     rmSync(profile, { recursive: true, force: true });

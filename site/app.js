@@ -4,15 +4,23 @@
 // Why it is shaped like this:
 // * every byte comes from this origin: transformers.js and the onnxruntime-web WASM files live in vendor/,
 //   models in models/ (env.allowRemoteModels = false, wasmPaths pointed at vendor/);
-// * the backend is decided before any download: WebGPU only when an adapter exists and its buffer limits
-//   hold the bundle's largest tensor (manifest.json), else WASM, with the reason on the page;
+// * the backend is decided before any download: WebGPU only when an adapter exists, has what the dtype needs
+//   (shader-f16 for fp16 arithmetic) and its buffer limits hold the largest tensor of the sessions and dtype
+//   being loaded (manifest.json), else WASM (its fast, WebGPU-less build), with the reason on the page;
 // * every model file is fetched through env.fetch, which checks it against manifest.json (HTTP status, size,
-//   SHA-256 up to HASH_LIMIT bytes), so a missing or corrupt file is named in the page with what to do;
+//   per-piece SHA-256, Range requests widened to whole pieces), so a missing or corrupt file is named in the page;
 // * text chat loads Gemma3nForCausalLM (embed_tokens + decoder only); audio needs
 //   Gemma3nForConditionalGeneration, which also loads the vision encoder, so it is opt-in and its cost shown.
-// window.matslice exposes state and the last run's token ids for tests/site/test_browser.py.
+// window.matslice exposes state and the last run's token ids for tests/website/test_browser.py.
 
-const HASH_LIMIT = 256 * 1024 * 1024;
+const TEXT_SESSIONS = ['embed_tokens', 'decoder_model_merged'];
+const INT4_DTYPES = new Set(['q4', 'q4f16']);
+// Dtypes whose WebGPU kernels need the adapter feature shader-f16 (onnxruntime-web fails at the first run without it:
+// "Program Gather requires f16 but the device does not support it"; transformers.js refuses fp16 at load).
+const F16_DTYPES = new Set(['fp16', 'q4f16']);
+// onnxruntime-web builds: the asyncify build carries the WebGPU execution provider; the plain build is WASM only and
+// runs the CPU kernels without asyncify's instrumentation (several times faster per token).
+const RUNTIME_BUILDS = { webgpu: 'ort-wasm-simd-threaded.asyncify', wasm: 'ort-wasm-simd-threaded' };
 const params = new URLSearchParams(location.search);
 const $ = (id) => document.getElementById(id);
 
@@ -21,7 +29,10 @@ const state = {
     model: null, tokenizer: null, processor: null, withAudio: false, audio: null,
     history: [], busy: false, loadFailures: [],
 };
-window.matslice = { ready: false, loading: false, error: null, backend: null, loadMs: null, runs: [], lastRun: null };
+window.matslice = {
+    ready: false, loading: false, error: null, backend: null, backendReason: null, adapter: null, runtime: null,
+    sessions: null, loadMs: null, runs: [], lastRun: null,
+};
 
 class BundleFileError extends Error {
     constructor(file, problem, fix) {
@@ -133,14 +144,13 @@ async function selectVariant(id) {
     $('dtype').replaceChildren(...v.dtypes.map((d) => new Option(d, d, d === v.default_dtype, d === v.default_dtype)));
     $('audio-option').hidden = !v.audio;
     $('with-audio').checked = false;
+    state.dtypePicked = params.has('dtype');
+    if (state.dtypePicked && v.dtypes.includes(params.get('dtype'))) $('dtype').value = params.get('dtype');
     updateAudioCost();
     $('load').disabled = true;
     try {
         state.manifest = await fetchJSON(`${v.path}manifest.json`);
-        state.backend = await chooseBackend(state.manifest);
-        pickDtype(v, state.backend);
-        showBackend(state.backend);
-        $('load').disabled = false;
+        await settleBackend();
     } catch (e) {
         showError(e.message);
     }
@@ -168,35 +178,84 @@ async function fetchJSON(path) {
 
 // ---------------------------------------------------------------- backend
 
-async function chooseBackend(manifest) {
-    const largest = manifest.largest_tensor;
-    const need = `its largest tensor, ${largest.name} in ${largest.session}, is ${mb(largest.bytes)}`;
-    if (params.get('backend') === 'wasm') return { device: 'wasm', reason: 'WASM chosen by ?backend=wasm.' };
-    if (!('gpu' in navigator)) {
-        return { device: 'wasm', reason: 'This browser has no WebGPU (navigator.gpu is missing); running on the CPU with WASM.' };
-    }
+// What this browser's WebGPU offers, asked once: the adapter's limits and features, or why there is none.
+async function webgpu() {
+    if (state.webgpu) return state.webgpu;
     let adapter = null;
-    try {
-        adapter = await navigator.gpu.requestAdapter();
-    } catch { /* treated as no adapter */ }
-    if (!adapter) {
-        return { device: 'wasm', reason: 'WebGPU found no usable GPU adapter (disabled or blocklisted); running on the CPU with WASM.' };
+    let missing = null;
+    if (!('gpu' in navigator)) {
+        missing = 'This browser has no WebGPU (navigator.gpu is missing)';
+    } else {
+        try {
+            adapter = await navigator.gpu.requestAdapter();
+        } catch { /* treated as no adapter */ }
+        if (!adapter) missing = 'WebGPU found no usable GPU adapter (disabled or blocklisted)';
     }
-    const limit = Math.min(adapter.limits.maxBufferSize, adapter.limits.maxStorageBufferBindingSize);
-    if (largest.bytes > limit) {
-        return {
-            device: 'wasm',
-            reason: `WebGPU's limit here is ${mb(limit)} per buffer but ${need}; running on the CPU with WASM instead.`,
-        };
+    if (missing) {
+        state.webgpu = { missing };
+        return state.webgpu;
     }
-    return { device: 'webgpu', reason: `WebGPU: the adapter allows ${mb(limit)} per buffer and ${need}.` };
+    const info = adapter.info ?? {};
+    state.webgpu = {
+        vendor: info.vendor ?? '', architecture: info.architecture ?? '', fallback: Boolean(info.isFallbackAdapter),
+        shaderF16: adapter.features.has('shader-f16'), maxBufferSize: adapter.limits.maxBufferSize,
+        maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+    };
+    state.webgpu.name = [state.webgpu.vendor, state.webgpu.architecture].filter(Boolean).join(' ') || 'unnamed';
+    window.matslice.adapter = state.webgpu;
+    return state.webgpu;
 }
 
-// MatSlice's own bundles run on WASM in every dtype (their quantized lookups use standard ops). A bundle made
-// elsewhere may use an op onnxruntime-web's WASM build lacks (models.json not_on_wasm, e.g.
-// GatherBlockQuantized): on WASM pick a dtype whose graphs it can run, and say so.
-function pickDtype(v, backend) {
-    if (backend.device !== 'wasm') return;
+function loadSessions(withAudio) {
+    return withAudio ? Object.keys(state.manifest.sessions) : TEXT_SESSIONS;
+}
+
+// The largest tensor this load puts in one GPU buffer: over the sessions it loads, in the dtype it loads only.
+function largestTensor(dtype, sessions) {
+    let largest = null;
+    for (const session of sessions) {
+        const tensor = state.manifest.sessions[session][dtype].largest_tensor;
+        if (!largest || tensor.bytes > largest.bytes) largest = { ...tensor, session };
+    }
+    return largest;
+}
+
+// The backend for the chosen variant, dtype and sessions, and the reason the page shows. A dtype the user picked
+// stays and the backend moves; the default dtype moves instead when another one suits the backend better.
+async function decideBackend() {
+    const v = state.variant;
+    let dtype = $('dtype').value;
+    const sessions = loadSessions(v.audio && $('with-audio').checked);
+    const onWasm = (reason) => onWasmBackend(v, { device: 'wasm', reason });
+    if (params.get('backend') === 'wasm') return onWasm('WASM chosen by ?backend=wasm.');
+    const gpu = await webgpu();
+    if (gpu.missing) return onWasm(`${gpu.missing}; running on the CPU with WASM.`);
+    const notes = [];
+    if (F16_DTYPES.has(dtype) && !gpu.shaderF16) {
+        const lacks = `${dtype} needs the WebGPU feature shader-f16, which the ${gpu.name} adapter lacks`;
+        const other = v.dtypes.find((d) => !F16_DTYPES.has(d));
+        if (state.dtypePicked || !other) return onWasm(`${lacks}, so ${dtype} runs on the CPU with WASM.`);
+        notes.push(`${lacks}, so ${other} is used.`);
+        dtype = other;
+        $('dtype').value = other;
+    }
+    const largest = largestTensor(dtype, sessions);
+    const need = `the largest ${dtype} tensor it loads, ${largest.name} in ${largest.session}, is ${mb(largest.bytes)}`;
+    const limits = [[gpu.maxStorageBufferBindingSize, 'storage-buffer binding'], [gpu.maxBufferSize, 'buffer']];
+    for (const [limit, what] of limits) {
+        if (largest.bytes > limit) {
+            return onWasm(`The ${gpu.name} adapter allows ${mb(limit)} per ${what} but ${need}; running on the CPU with WASM.`);
+        }
+    }
+    const within = `within its ${mb(gpu.maxStorageBufferBindingSize)} storage-binding and ${mb(gpu.maxBufferSize)} buffer limits`;
+    return { device: 'webgpu', reason: [`WebGPU (${gpu.name} adapter): ${need}, ${within}.`, ...notes].join(' ') };
+}
+
+// On WASM: a dtype whose graphs it can run (models.json not_on_wasm: MatSlice's own bundles run everywhere, one
+// made elsewhere may need GatherBlockQuantized), and, unless the user picked one, q8 over 4-bit: onnxruntime-web's
+// WASM build has no 4-bit matrix kernel and unpacks every 4-bit weight on every call (a full-size variant decodes
+// about 8x faster in q8).
+function onWasmBackend(v, backend) {
     const blocked = v.not_on_wasm ?? {};
     const usable = v.dtypes.filter((d) => !(blocked[d] ?? []).length);
     const chosen = $('dtype').value;
@@ -205,7 +264,27 @@ function pickDtype(v, backend) {
         backend.reason += ` ${chosen} needs WebGPU (${blocked[chosen].join(', ')} has no WASM kernel), so ${usable[0]} is used.`;
     } else if (!usable.length) {
         backend.reason += ` No dtype of this variant runs on WASM (${Object.values(blocked).flat().join(', ')}): rebuild it with --dtype q8.`;
+    } else if (!state.dtypePicked && INT4_DTYPES.has(chosen) && usable.includes('q8')) {
+        $('dtype').value = 'q8';
+        backend.reason += ` q8 is used rather than ${chosen}: WASM has no 4-bit matrix kernel and unpacks 4-bit weights on every call.`;
     }
+    return backend;
+}
+
+// Picks the backend for what is selected now and shows it; Load waits for it (playwright's click does too).
+async function settleBackend() {
+    $('load').disabled = true;
+    updateAudioCost();
+    state.backend = await decideBackend();
+    updateAudioCost();
+    showBackend(state.backend);
+    $('load').disabled = false;
+}
+
+async function dtypeChanged() {
+    state.dtypePicked = true;
+    if (!state.manifest || window.matslice.ready || state.busy) return;
+    await settleBackend();
 }
 
 function showBackend(backend) {
@@ -213,6 +292,7 @@ function showBackend(backend) {
     line.textContent = `Backend: ${backend.device === 'webgpu' ? 'WebGPU' : 'WASM'}. ${backend.reason}`;
     line.className = `backend ${backend.device === 'webgpu' ? 'ok' : 'warn'}`;
     window.matslice.backend = backend.device;
+    window.matslice.backendReason = line.textContent;
 }
 
 function showIsolation() {
@@ -225,7 +305,7 @@ function showIsolation() {
 
 // ---------------------------------------------------------------- runtime and checked fetch
 
-async function loadRuntime(threads) {
+async function loadRuntime(threads, device) {
     let tf;
     try {
         tf = await import('./vendor/transformers.min.js');
@@ -238,11 +318,18 @@ async function loadRuntime(threads) {
     tf.env.localModelPath = new URL('./', location.href).pathname;
     tf.env.useBrowserCache = false; // the HTTP cache revalidates; a rebuilt model is never served stale
     tf.env.useWasmCache = false;
-    tf.env.backends.onnx.wasm.wasmPaths = {
-        mjs: `${vendor}ort-wasm-simd-threaded.asyncify.mjs`,
-        wasm: `${vendor}ort-wasm-simd-threaded.asyncify.wasm`,
-    };
+    // One onnxruntime-web build per page: it is loaded with the first session. A WebGPU load that falls back to WASM
+    // keeps the asyncify build (it runs WASM too, only slower).
+    const build = RUNTIME_BUILDS[device];
+    tf.env.backends.onnx.wasm.wasmPaths = { mjs: `${vendor}${build}.mjs`, wasm: `${vendor}${build}.wasm` };
     tf.env.backends.onnx.wasm.numThreads = threads;
+    // ?proxy=1 runs onnxruntime in a worker (WASM only): the tab stays responsive while a full-size model's
+    // session.run takes seconds, but onnxruntime-web copies the model bytes into the worker (E0.40B: tab peak 2.9 ->
+    // 4.4 GB) and messages cost a few ms a token, so it is off by default; running transformers.js itself in a
+    // worker avoids both (the bytes are fetched there).
+    const proxy = device === 'wasm' && params.get('proxy') === '1';
+    tf.env.backends.onnx.wasm.proxy = proxy;
+    window.matslice.runtime = { build, threads, proxy };
     tf.env.fetch = checkedFetch;
     return tf;
 }
@@ -255,26 +342,61 @@ function bundleFile(url) {
     return path.startsWith(base) ? decodeURIComponent(path.slice(base.length)) : null;
 }
 
-// The fetch transformers.js uses: bundle files are checked against manifest.json while they stream in.
+// The fetch transformers.js uses: no byte of a bundle file reaches it unchecked. Each file is checked against
+// manifest.json's per-piece SHA-256 while it streams in; a Range request is widened to whole pieces, checked, and cut
+// back to what was asked. A missing, truncated or corrupt file is named in the page with what to do.
 async function checkedFetch(url, init) {
     const file = bundleFile(String(url));
     const record = file && state.manifest.files[file];
-    let response;
-    try {
-        response = await fetch(url, init);
-    } catch (e) {
-        throw remember(new BundleFileError(`${state.variant.path}${file ?? url}`, `could not be fetched (${e.message})`, 'Check that the server is running.'));
-    }
-    if (!record) return response; // optional files transformers.js probes for; a 404 there is expected
+    if (!record) return fetchOrName(url, init, file ?? String(url)); // optional files transformers.js probes for
     const where = `${state.variant.path}${file}`;
-    if (!response.ok) {
-        throw remember(new BundleFileError(where, `is missing on the server (HTTP ${response.status})`, REBUILD));
-    }
-    if (init?.headers && new Headers(init.headers).has('Range')) return response;
-    return new Response(response.body.pipeThrough(verifier(where, record)), {
+    const range = init?.headers ? new Headers(init.headers).get('Range') : null;
+    if (range) return checkedRange(url, init, where, record, range);
+    const response = await fetchOrName(url, init, where);
+    if (!response.ok) throw remember(new BundleFileError(where, `is missing on the server (HTTP ${response.status})`, REBUILD));
+    return new Response(response.body.pipeThrough(verifier(where, record, 0)), {
         status: response.status, statusText: response.statusText, headers: response.headers,
     });
 }
+
+async function fetchOrName(url, init, where) {
+    try {
+        return await fetch(url, init);
+    } catch (e) {
+        throw remember(new BundleFileError(where, `could not be fetched (${e.message})`, 'Check that the server is running.'));
+    }
+}
+
+async function checkedRange(url, init, where, record, range) {
+    const match = /^bytes=(\d+)-(\d*)$/.exec(range.trim());
+    if (!match) throw remember(new BundleFileError(where, `was asked for with a Range this page does not check (${range})`, REBUILD));
+    const first = Number(match[1]);
+    const last = Math.min(match[2] === '' ? record.bytes - 1 : Number(match[2]), record.bytes - 1);
+    const piece = state.manifest.piece_bytes;
+    const start = Math.floor(first / piece) * piece;
+    const stop = Math.min(record.bytes, (Math.floor(last / piece) + 1) * piece);
+    const headers = new Headers(init.headers);
+    headers.set('Range', `bytes=${start}-${stop - 1}`);
+    const response = await fetchOrName(url, { ...init, headers }, where);
+    if (!response.ok) throw remember(new BundleFileError(where, `is missing on the server (HTTP ${response.status})`, REBUILD));
+    const whole = response.status === 200; // a server that ignores Range sends every byte: check them all
+    const checked = await new Response(response.body.pipeThrough(verifier(where, record, whole ? 0 : start, whole ? record.bytes : stop))).arrayBuffer();
+    const offset = whole ? first : first - start;
+    return new Response(checked.slice(offset, offset + last - first + 1), {
+        status: 206, headers: { 'Content-Range': `bytes ${first}-${last}/${record.bytes}`, 'Content-Length': String(last - first + 1) },
+    });
+}
+
+// For tests: bytes [start, end] of a bundle file fetched through the checked fetch, as their SHA-256, or the error.
+window.matslice.checkRange = async (file, span) => {
+    try {
+        const response = await checkedFetch(file, { headers: { Range: `bytes=${span}` } });
+        const bytes = new Uint8Array(await response.arrayBuffer());
+        return { bytes: bytes.byteLength, sha256: await sha256(bytes), contentRange: response.headers.get('Content-Range') };
+    } catch (e) {
+        return { error: e.message };
+    }
+};
 
 function remember(error) {
     state.loadFailures.push(error);
@@ -289,35 +411,53 @@ function loadFailureSignal() {
     return failed;
 }
 
-function verifier(where, record) {
-    let size = 0;
-    const chunks = record.bytes <= HASH_LIMIT ? [] : null;
+// Checks bytes [start, stop) of a file (start on a piece boundary) piece by piece as they pass: WebCrypto hashes whole
+// buffers only, so one piece (manifest.json piece_bytes) is held at a time, never the file.
+function verifier(where, record, start, stop = record.bytes) {
+    const pieceBytes = state.manifest.piece_bytes;
+    let index = start / pieceBytes;
+    let buffer = new Uint8Array(Math.min(pieceBytes, stop - start));
+    let filled = 0;
+    let seen = 0;
+    const check = async () => {
+        if ((await sha256(buffer.subarray(0, filled))) !== record.pieces[index]) {
+            throw remember(new BundleFileError(where, `is corrupt: bytes ${index * pieceBytes}-${index * pieceBytes + filled - 1} differ from manifest.json's SHA-256`, REBUILD));
+        }
+        index += 1;
+        filled = 0;
+        buffer = new Uint8Array(Math.min(pieceBytes, stop - index * pieceBytes));
+    };
     return new TransformStream({
-        transform(chunk, controller) {
-            size += chunk.byteLength;
-            if (chunks) chunks.push(chunk);
-            progress.loaded.set(where, size);
+        async transform(chunk, controller) {
+            seen += chunk.byteLength;
+            if (seen > stop - start) {
+                controller.error(remember(new BundleFileError(where, `is longer than manifest.json's ${record.bytes} bytes (replaced)`, REBUILD)));
+                return;
+            }
+            for (let used = 0; used < chunk.byteLength;) {
+                const take = Math.min(chunk.byteLength - used, buffer.byteLength - filled);
+                buffer.set(chunk.subarray(used, used + take), filled);
+                filled += take;
+                used += take;
+                if (filled === buffer.byteLength && buffer.byteLength) {
+                    try { await check(); } catch (e) { controller.error(e); return; }
+                }
+            }
+            progress.loaded.set(where, start + seen);
             progress.current = where;
             showProgress();
             controller.enqueue(chunk);
         },
-        async flush(controller) {
-            if (size !== record.bytes) {
-                controller.error(remember(new BundleFileError(where, `is ${size} bytes but manifest.json says ${record.bytes} (truncated or replaced)`, REBUILD)));
-                return;
-            }
-            if (chunks && (await sha256(chunks, size)) !== record.sha256) {
-                controller.error(remember(new BundleFileError(where, 'is corrupt: its SHA-256 differs from manifest.json', REBUILD)));
+        flush(controller) {
+            if (seen !== stop - start) {
+                controller.error(remember(new BundleFileError(where, `is ${start + seen} bytes but manifest.json says ${record.bytes} (truncated or replaced)`, REBUILD)));
             }
         },
     });
 }
 
-async function sha256(chunks, size) {
-    const all = new Uint8Array(size);
-    let offset = 0;
-    for (const c of chunks) { all.set(c, offset); offset += c.byteLength; }
-    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', all));
+async function sha256(bytes) {
+    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', bytes));
     return Array.from(digest, (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
@@ -352,7 +492,7 @@ async function loadVariant() {
     showProgress();
     const failed = loadFailureSignal();
     try {
-        state.tf ??= await loadRuntime(showIsolation());
+        state.tf ??= await loadRuntime(showIsolation(), state.backend.device);
         await Promise.race([loadModel(v, dtype, state.backend.device), failed]);
     } catch (e) {
         if (state.backend.device === 'webgpu' && !state.loadFailures.length) {
@@ -373,6 +513,12 @@ async function loadVariant() {
     }
     const ms = performance.now() - started;
     window.matslice.loadMs = ms;
+    window.matslice.sessions = Object.fromEntries(Object.entries(state.model.sessions).map(([k, s]) => [k, { ...s.config }]));
+    const gpuDevice = state.tf.env.backends.onnx.webgpu?.device; // set by onnxruntime-web once a WebGPU session exists
+    window.matslice.runtime.webgpuDevice = gpuDevice ? {
+        vendor: gpuDevice.adapterInfo?.vendor ?? null, architecture: gpuDevice.adapterInfo?.architecture ?? null,
+        shaderF16: gpuDevice.features.has('shader-f16'),
+    } : null;
     window.matslice.ready = true;
     $('progress').value = 1;
     $('progress-text').textContent = `Loaded ${v.label} (${dtype}, ${state.backend.device}) in ${(ms / 1000).toFixed(2)} s.`;
@@ -566,7 +712,8 @@ async function toggleRecording() {
 async function start() {
     showIsolation();
     $('load').addEventListener('click', loadVariant);
-    $('dtype').addEventListener('change', updateAudioCost);
+    $('dtype').addEventListener('change', dtypeChanged);
+    $('with-audio').addEventListener('change', () => !window.matslice.ready && !state.busy && settleBackend());
     $('prompt-form').addEventListener('submit', send);
     $('prompt').addEventListener('keydown', (e) => {
         if (e.key === 'Enter' && !e.shiftKey) { e.preventDefault(); $('prompt-form').requestSubmit(); }
