@@ -1,4 +1,4 @@
-"""`matslice bench [--only slice,plan,memory,export,decode,quant,browser] [--work DIR] [--vocab-divisor N]`
+"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,vocab] [--work DIR]`
 (`nox -s bench`). `memory` checks `matslice plan` against a full-shape export (benchmarks/memory.py).
 
 Results go to build/bench/results.json (flat dotted keys, so they can be tracked over time, plus the
@@ -16,7 +16,7 @@ from pathlib import Path
 from gemma3n.errors import UserError
 
 OUT = Path("build/bench")
-ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser")
+ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser", "browser_full", "vocab")
 EXPORT_PRESETS = ("E0.40B-text", "E2B")
 
 
@@ -86,6 +86,35 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
         for key, ratio in found["ratios"].items():
             results[f"browser.{key}_over_python"] = ratio
         results["browser.tokens_per_second"] = found["browser"]["tokens_per_second"]
+    if "browser_full" in wanted or "vocab" in wanted:
+        from standins.corpus import load_corpus
+
+        corpus = load_corpus()
+        corpus_file = work / "english-corpus.txt"
+        corpus_file.write_text("\n".join(corpus.train) + "\n")
+    if "browser_full" in wanted:
+        from benchmarks.browser import bench_browser_full_shape
+
+        details["browser_full"] = found = bench_browser_full_shape(work / "browser", corpus_file)
+        prefix = "browser.full_shape"
+        results[f"{prefix}.bytes"] = found["bytes"]
+        results[f"{prefix}.largest_tensor_bytes"] = found["largest_tensor_bytes"]
+        for key in ("load_seconds", "first_token_seconds", "tokens_per_second"):
+            results[f"{prefix}.{key}"] = found["wasm"][key]
+            results[f"{prefix}.{key}_over_python"] = found["ratios"].get(key)
+        results[f"{prefix}.peak_tab_bytes"] = found["wasm"]["peak_tab_bytes"]
+        results[f"{prefix}.wasm_ids_match"] = found["wasm_ids_match"]
+        if "webgpu" in found:
+            results[f"{prefix}.webgpu_ids_match"] = found["webgpu_ids_match"]
+            for key in ("load_seconds", "first_token_seconds", "tokens_per_second", "peak_tab_bytes",
+                        "peak_gpu_process_bytes"):
+                results[f"{prefix}.webgpu.{key}"] = found["webgpu"][key]
+    if "vocab" in wanted:
+        from benchmarks.vocab import bench_vocab
+
+        details["vocab"] = found = bench_vocab(work, {"nano": [("nano-train.txt", corpus_file.read_text())]},
+                                               {"held-out": corpus.held_out})
+        results |= {k: v for k, v in found.items() if not isinstance(v, dict)}
     return results, details
 
 

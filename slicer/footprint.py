@@ -118,9 +118,9 @@ def session_weights(config: ModelConfig, session: str, vision_tensors: Shapes | 
 
 def rotary_tables(text: TextConfig) -> list[SessionWeight]:
     """The cos/sin tables the decoder computes rotary embeddings from (web_export/decoder.TableRotaryEmbedding):
-    per attention type, a coarse and a fine table of each, traced as constants (their graph names are generated)."""
+    per attention type, a coarse and a fine table of each, traced as constants and named after their buffers."""
     coarse = -(-text.max_position_embeddings // ROTARY_SPLIT)
-    return [SessionWeight(f"rotary.{kind}.{part}_{fn}", (rows, text.head_dim // 2), "other")
+    return [SessionWeight(f"rotary.{kind}_{part}_{fn}", (rows, text.head_dim // 2), "other")
             for kind in sorted(set(text.layer_types)) for part, rows in (("hi", coarse), ("lo", ROTARY_SPLIT))
             for fn in ("cos", "sin")]
 

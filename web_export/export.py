@@ -94,11 +94,34 @@ def trace_session(spec: SessionSpec, sources: dict[int, CheckpointTensor]) -> Se
     read = {v.name for v in weights.values() if v.uses()}
     for value in weights.values():
         model.graph.inputs.remove(value)
+    name_buffers(model, spec.module)
     name_output_axes(model)
     proto = ir.serde.serialize_model(model)
     stubs = [stub(name, onnx.TensorProto.FLOAT, v.shape.numpy()) for name, v in weights.items() if name in read]
     proto.graph.initializer.extend(stubs)
     return SessionGraph(spec.name, proto, {s.name: weights[s.name].meta["source"] for s in stubs})
+
+
+def name_buffers(model: ir.Model, module: torch.nn.Module, min_elements: int = 256) -> int:
+    """Give the constants that hold a module's buffers the buffers' names (the tracer calls them `val_N`), so a
+    plan can name them too (the decoder's rotary tables, slicer/footprint.py). Returns how many were renamed."""
+    buffers = {}
+    for name, buffer in module.named_buffers():
+        if buffer.numel() >= min_elements and buffer.device.type != "meta":
+            array = buffer.detach().cpu().numpy()
+            buffers[(array.dtype.str, array.shape, array.tobytes())] = name
+    renamed = 0
+    for value in list(model.graph.initializers.values()):
+        if value.const_value is None:
+            continue
+        array = value.const_value.numpy()
+        name = buffers.get((array.dtype.str, array.shape, array.tobytes()))
+        if name is not None and name not in model.graph.initializers:
+            model.graph.initializers.pop(value.name)
+            value.name = name
+            model.graph.initializers[name] = value
+            renamed += 1
+    return renamed
 
 
 def hold_out_weights(model: ir.Model, sources: dict[int, CheckpointTensor]) -> dict[str, ir.Value]:

@@ -123,7 +123,8 @@ def write_variant(
     split_float_gathers(model, graph.weights, pending, float_bytes=kind.float_bytes, limit=limit)
     fold_weights(model, graph.weights, pending)
     # fail before minutes of writing; fp16 will halve the float weights
-    check_tensor_limit(model, max_tensor_bytes, max_file_bytes, float_bytes=kind.float_bytes)
+    check_tensor_limit(model, max_tensor_bytes, max_file_bytes, float_bytes=kind.float_bytes,
+                       weights={n for d in pending.derived for n in d.outputs})
     if kind.float_bytes == 2:
         model, pending = to_fp16(model, pending)
     return save_chunked(model, path, pending=pending, max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes)
@@ -262,13 +263,14 @@ def tensor_bytes(tensor: TensorProto) -> int:
     return math.prod(tensor.dims) * onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
 
 
-def largest_tensor(model: onnx.ModelProto, float_bytes: int = 4) -> tuple[str, int]:
-    """(name, bytes) of the largest initializer: it decides which GPUs can hold the session. `float_bytes=2`
-    sizes float32 tensors as the fp16 conversion will store them."""
+def largest_tensor(model: onnx.ModelProto, float_bytes: int = 4, among: set[str] | None = None) -> tuple[str, int]:
+    """(name, bytes) of the largest initializer (of those named in `among`, when given): it decides which GPUs can
+    hold the session. `float_bytes=2` sizes float32 tensors as the fp16 conversion will store them."""
     sizes = [
         (t.name, tensor_bytes(t) * float_bytes // 4 if t.data_type == TensorProto.FLOAT else tensor_bytes(t))
         for g in all_graphs(model)
         for t in g.initializer
+        if among is None or t.name in among
     ]
     return max(sizes, key=lambda item: (item[1], item[0]), default=("", 0))
 
@@ -278,15 +280,19 @@ def check_tensor_limit(
     limit: int | None = MAX_TENSOR_BYTES,
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     float_bytes: int = 4,
+    weights: set[str] | None = None,
 ) -> None:
-    """Fail on any tensor above `limit` (one WebGPU binding) or above `max_file_bytes` (one data chunk): after the
-    splits, only a weight that is neither a MatMul's nor a Gathered table's can still be that big."""
-    name, size = largest_tensor(model, float_bytes)
+    """Fail on any weight above `limit` (one WebGPU binding) or any tensor above `max_file_bytes` (one data chunk):
+    after the splits, only a weight that is neither a MatMul's nor a Gathered table's can still be that big. The
+    tensor limit holds for the `weights` (all initializers when None): the traced constants beside them (the
+    decoder's rotary tables, 196 kB at E4B's head_dim) cannot be split and are far below any adapter's limit."""
+    name, size = largest_tensor(model, float_bytes, weights)
     if limit is not None and size > limit:
         raise UserError(
             f"initializer {name!r} is {size:,} bytes, over the {limit:,}-byte single-tensor limit "
             "(one WebGPU binding), and only MatMul weights and tables can be split: raise --max-tensor-bytes"
         )
+    name, size = largest_tensor(model, float_bytes)
     if size > tensor_limit(None, max_file_bytes):
         raise UserError(
             f"initializer {name!r} is {size:,} bytes, over the {max_file_bytes:,}-byte external data chunk size; "
@@ -311,7 +317,7 @@ def save_chunked(
     path = Path(path)
     pending = pending or Pending(model.graph)
     strip_metadata(model)
-    check_tensor_limit(model, max_tensor_bytes, max_file_bytes)
+    check_tensor_limit(model, max_tensor_bytes, max_file_bytes, weights={n for d in pending.derived for n in d.outputs})
     for stale in path.parent.glob(path.name + "_data*"):
         stale.unlink()
     largest = largest_tensor(model)

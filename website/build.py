@@ -124,6 +124,8 @@ def resolve_variants(args: argparse.Namespace, model: Path, is_default: bool) ->
         spec, name = default_slice(config)
         spec = replace(spec, **vocab)
         args.name = args.name or name
+    elif spec is None and vocab and not args.preset:  # a vocabulary cut alone is a slice too
+        spec = replace(SliceSpec(), **vocab)
     if spec is not None:
         plan = plan_for(config, spec, model)
         name = slug(args.name) if args.name else slice_name(plan)
