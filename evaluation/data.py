@@ -48,7 +48,7 @@ def read_wav(path: Path, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
         raise UserError(f"{Path(path).name} is empty or not 8/16/32-bit PCM: convert it to 16-bit PCM WAV")
     kind = {1: np.uint8, 2: np.int16, 4: np.int32}[width]
     samples = np.frombuffer(frames, dtype=kind).astype(np.float32)
-    samples = (samples - 128) / 128 if width == 1 else samples / float(np.iinfo(kind).max)
+    samples = (samples - 128) / 128 if width == 1 else samples / float(2 ** (8 * width - 1))  # as browsers decode
     samples = samples.reshape(-1, channels).mean(axis=1)
     if rate != sampling_rate:
         grid = np.arange(0, len(samples), rate / sampling_rate)

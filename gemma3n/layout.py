@@ -40,7 +40,7 @@ Q8_LOOKUP_BLOCK = 32
 ROTARY_SPLIT = 256
 
 Element = Literal["float", "uint8"]
-Use = Literal["matmul", "gather", "other"]
+Use = Literal["matmul", "gather", "other", "constant"]  # constant: traced with its values, kept in the .onnx file
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,11 @@ class Part:
     start: int
     stop: int
     tensors: tuple[TensorSpec, ...]
+    constant: bool = False  # a value the tracer computed (not a checkpoint weight): it stays in the .onnx file
 
     @property
     def inline(self) -> bool:
-        return stays_inline(t.nbytes for t in self.tensors)
+        return self.constant or stays_inline(t.nbytes for t in self.tensors)
 
 
 def stays_inline(sizes: Iterable[int]) -> bool:
@@ -202,7 +203,7 @@ def weight_parts(name: str, shape: tuple[int, ...], use: Use, dtype: str, *, blo
             return lookup_parts(name, rows, cols, bits, lookup_block(bits, block_size), kind.float_bytes, limit)
         return gather_parts(name, rows, cols, kind.float_bytes, limit)
     spec = TensorSpec(name, "float", tuple(shape), kind.float_bytes)
-    return [Part(0, shape[0] if shape else 1, (spec,))]
+    return [Part(0, shape[0] if shape else 1, (spec,), constant=use == "constant")]
 
 
 # --- Where the bytes go -------------------------------------------------------------------------------------------

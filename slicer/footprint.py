@@ -120,7 +120,7 @@ def rotary_tables(text: TextConfig) -> list[SessionWeight]:
     """The cos/sin tables the decoder computes rotary embeddings from (web_export/decoder.TableRotaryEmbedding):
     per attention type, a coarse and a fine table of each, traced as constants and named after their buffers."""
     coarse = -(-text.max_position_embeddings // ROTARY_SPLIT)
-    return [SessionWeight(f"rotary.{kind}_{part}_{fn}", (rows, text.head_dim // 2), "other")
+    return [SessionWeight(f"rotary.{kind}_{part}_{fn}", (rows, text.head_dim // 2), "constant")
             for kind in sorted(set(text.layer_types)) for part, rows in (("hi", coarse), ("lo", ROTARY_SPLIT))
             for fn in ("cos", "sin")]
 
@@ -221,6 +221,8 @@ def graph_features(config: ModelConfig, session: str,
     features["one"] = 1.0
     for weight, parts in layouts:
         kind = weight.use
+        if kind == "constant":  # the decoder's rotary tables: the same few nodes in every graph
+            continue
         if kind == "gather" and parts[0].tensors[0].element == "uint8":
             kind = "lookup"
         features[f"{kind}s"] += 1

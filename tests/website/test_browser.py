@@ -1,28 +1,34 @@
-"""The built site in real Chromium: the default sliced variant loads on WASM and greedy-generates the same token ids
-as onnxruntime in Python on the same bundle files; no request leaves the origin; a corrupt model file is named in the
-page.
+"""The built site in real Chromium, as users run it: the default sliced variant on WASM and on WebGPU (a real GPU, or
+SwiftShader's software adapter in CI) gives onnxruntime-Python's greedy ids on the same files; fp16 arithmetic without
+the adapter's shader-f16 is moved off WebGPU with the reason shown; a variant that kept audio answers a WAV given
+through the page's file input with Python's and transformers.js-in-Node's ids; no request leaves the origin; and a
+corrupt (in any piece, or within a Range request), missing or truncated file, a models.json naming a missing variant,
+and a session that onnxruntime cannot create are each named in the page, which never hangs.
 
-Why this way: the page is what users run, so the test builds it with `matslice build-web` (the default slice only,
-`--no-parent`, to stay fast), serves it with `website.serve` (the cross-origin-isolated server `nox -s serve` runs) and
-drives Debian's `/usr/bin/chromium` with playwright-core (node/drive.mjs; playwright never downloads a browser here).
-Screenshots go to build/test-artifacts/. Without /usr/bin/chromium the tests skip and say so (`apt-get install -y
-chromium`; .ci/run does it).
+Why this way: the page is what users run, so the test builds it with `matslice build-web`, serves it with
+`website.serve` (the cross-origin-isolated server `nox -s serve` runs) and drives Debian's `/usr/bin/chromium` with
+playwright-core (node/drive.mjs; playwright never downloads a browser here). Screenshots go to build/test-artifacts/.
+Without /usr/bin/chromium the tests skip and say so (`apt-get install -y chromium`; .ci/run does it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
 import sys
 import threading
+import wave
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 
+from web_export.bundle import hashes
 from web_export.node import NODE_DIR, ensure_installed
 from web_export.runtime import BundleRuntime, Prompt
 from website.serve import make_server
@@ -32,7 +38,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 PROMPT = "Hello world"
 MAX_NEW_TOKENS = 24  # with the chat-template prompt this passes the tiny model's 16-token sliding window
-EOS_IDS = (1, 6)  # the tiny model's generation_config eos_token_id
+EOS_IDS = (1, 6)  # the stand-in models' generation_config eos_token_id
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
 
@@ -40,7 +46,8 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is a
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site") / "web"
-    build = [sys.executable, "-m", "matslice", "build-web", "--no-parent", "--out", str(out)]
+    build = [sys.executable, "-m", "matslice", "build-web", "--no-parent", "--dtype", "q4,fp32,q4f16",
+             "--out", str(out)]
     subprocess.run(build, cwd=ROOT, check=True, capture_output=True, text=True)
     ensure_installed()
     return out
@@ -56,13 +63,24 @@ def origin(site: Path) -> Iterator[str]:
     server.server_close()
 
 
-def drive(url: str, screenshot: Path, *extra: str) -> dict:
-    """Run drive.mjs against `url`; returns its JSON (window.matslice, requests, console, error)."""
+def drive(url: str, screenshot: Path, *extra: str, timeout: int = 150) -> dict:
+    """Run drive.mjs against `url`; returns its JSON (window.matslice, requests, console, error, memory)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     command = ["node", "drive.mjs", url, "--screenshot", str(screenshot), "--chromium", str(CHROMIUM), *extra]
-    done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=150)
+    done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().split("\n")[-1])
+
+
+@contextmanager
+def serving(folder: Path) -> Iterator[str]:
+    server = make_server(folder, port=0, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def default_variant(site: Path) -> dict:
@@ -115,27 +133,187 @@ def test_no_request_leaves_the_origin(site: Path, origin: str) -> None:
     assert any("/vendor/ort-wasm-simd-threaded" in url for url in result["requests"])
 
 
-def test_corrupt_model_file_is_named_in_the_page(site: Path, tmp_path: Path) -> None:
-    broken = tmp_path / "web"
-    shutil.copytree(site, broken)
-    variant = default_variant(broken)
-    bundle = broken / variant["path"]
-    target = json.loads((bundle / "manifest.json").read_text())["sessions"]["decoder_model_merged"]
-    usable = [d for d in variant["dtypes"] if not variant["not_on_wasm"][d]]
-    data = bundle / target[usable[0]]["data_files"][0]
-    raw = np.frombuffer(data.read_bytes(), dtype=np.uint8).copy()
-    raw[len(raw) // 2] ^= 0xFF
-    data.write_bytes(raw.tobytes())
-    server = make_server(broken, port=0, quiet=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/?backend=wasm"
-        result = drive(url, ARTIFACTS / "browser-corrupt-file.png", "--expect", "error")
-    finally:
-        server.shutdown()
-        server.server_close()
+def broken_copy(site: Path, tmp_path: Path, piece_bytes: int | None = None) -> tuple[Path, Path, dict]:
+    """A copy of the site, the default variant's first q4 decoder data file in it, and that bundle's manifest;
+    with `piece_bytes`, the manifest's pieces rewritten that small (so a small file has many, as a big one has)."""
+    copy = tmp_path / "web"
+    shutil.copytree(site, copy)
+    bundle = copy / default_variant(copy)["path"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    data = bundle / manifest["sessions"]["decoder_model_merged"]["q4"]["data_files"][0]
+    if piece_bytes:
+        manifest["piece_bytes"] = piece_bytes
+        for name, record in manifest["files"].items():
+            record["pieces"] = hashes(bundle / name, piece_bytes)[1]
+        (bundle / "manifest.json").write_text(json.dumps(manifest))
+    return copy, data, manifest
+
+
+def reseal(bundle: Path, manifest: dict, changed: Path) -> None:
+    """Record a changed file's bytes and hashes in the manifest, as if it had been written so."""
+    record = manifest["files"][changed.relative_to(bundle).as_posix()]
+    record["bytes"] = changed.stat().st_size
+    record["sha256"], record["pieces"] = hashes(changed, manifest["piece_bytes"])
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+
+
+def flip(path: Path, offset: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[offset] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def expect_named_error(folder: Path, shot: str, *extra: str) -> str:
+    with serving(folder) as origin:
+        result = drive(f"{origin}/?backend=wasm&dtype=q4", ARTIFACTS / shot, "--expect", "error", *extra)
     assert result.get("failure") is None, {k: result.get(k) for k in ("failure", "console")}
-    assert result["matslice"]["ready"] is False
-    message = result["error"] or ""
-    assert data.relative_to(broken).as_posix() in message, message
-    assert "corrupt" in message and "nox -s build_web" in message, message
+    assert result["matslice"]["ready"] is False and result["matslice"]["loading"] is False
+    return result["error"] or ""
+
+
+def test_corrupt_piece_is_named_in_the_page(site: Path, tmp_path: Path) -> None:
+    """A byte flipped in the third of many pieces: the file and the piece's bytes are named, nothing loads."""
+    copy, data, _ = broken_copy(site, tmp_path, piece_bytes=64 << 10)
+    assert data.stat().st_size > 3 * (64 << 10)
+    flip(data, 2 * (64 << 10) + 100)
+    message = expect_named_error(copy, "browser-corrupt-piece.png")
+    assert data.relative_to(copy).as_posix() in message, message
+    assert f"is corrupt: bytes {2 * (64 << 10)}-" in message and "nox -s build_web" in message, message
+
+
+def test_range_requests_are_checked_piece_by_piece(site: Path, tmp_path: Path) -> None:
+    copy, data, _ = broken_copy(site, tmp_path, piece_bytes=64 << 10)
+    file = data.relative_to(copy).as_posix()
+    first, last = 100_000, 200_000
+    with serving(copy) as origin:
+        ok = drive(f"{origin}/?backend=wasm", ARTIFACTS / "browser-range.png", "--expect", "error",
+                   "--range", f"{file}:{first}-{last}")["range"]
+    assert ok == {"bytes": last - first + 1, "sha256": hashlib.sha256(data.read_bytes()[first:last + 1]).hexdigest(),
+                  "contentRange": f"bytes {first}-{last}/{data.stat().st_size}"}, ok
+    flip(data, 130_000)  # inside the range, in a piece the range only partly covers
+    with serving(copy) as origin:
+        bad = drive(f"{origin}/?backend=wasm", ARTIFACTS / "browser-range-corrupt.png", "--expect", "error",
+                    "--range", f"{file}:{first}-{last}")["range"]
+    assert "error" in bad and file in bad["error"] and "is corrupt" in bad["error"], bad
+
+
+def test_missing_and_truncated_files_are_named(site: Path, tmp_path: Path) -> None:
+    copy, data, _ = broken_copy(site, tmp_path)
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    message = expect_named_error(copy, "browser-truncated-file.png")
+    assert data.relative_to(copy).as_posix() in message and "truncated" in message, message
+    data.unlink()
+    message = expect_named_error(copy, "browser-missing-file.png")
+    assert data.relative_to(copy).as_posix() in message and "missing on the server (HTTP 404)" in message, message
+
+
+def test_models_json_naming_a_missing_variant(site: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "web"
+    shutil.copytree(site, copy)
+    models = json.loads((copy / "models.json").read_text())
+    models["variants"].append({**models["variants"][0], "id": "ghost", "label": "ghost", "path": "models/ghost/"})
+    (copy / "models.json").write_text(json.dumps(models))
+    with serving(copy) as origin:
+        result = drive(f"{origin}/?variant=ghost", ARTIFACTS / "browser-missing-variant.png", "--expect", "error")
+        unknown = drive(f"{origin}/?variant=nobody", ARTIFACTS / "browser-unknown-variant.png", "--expect", "error")
+    assert "models/ghost/manifest.json is missing (HTTP 404)" in (result["error"] or ""), result["error"]
+    assert "models.json has no variant nobody" in (unknown["error"] or ""), unknown["error"]
+
+
+def test_a_session_onnxruntime_cannot_create_is_named(site: Path, tmp_path: Path) -> None:
+    """The bytes are the manifest's (resealed), but the graph is not one: the backend fails mid-load; the page
+    names the session file, re-enables Load, and does not hang."""
+    copy, _, manifest = broken_copy(site, tmp_path)
+    bundle = copy / default_variant(copy)["path"]
+    graph = bundle / manifest["sessions"]["decoder_model_merged"]["q4"]["file"]
+    graph.write_bytes(b"this is not an onnx graph" * 100)
+    reseal(bundle, manifest, graph)
+    message = expect_named_error(copy, "browser-bad-session.png")
+    assert "onnx/" in message and "could not be read by onnxruntime" in message, message
+
+
+@pytest.mark.parametrize("dtype", ["q4", "fp32"])
+def test_webgpu_matches_onnxruntime(site: Path, origin: str, dtype: str) -> None:
+    """The page on WebGPU gives onnxruntime-Python's ids, and really ran there: the WebGPU device onnxruntime-web
+    created, every session's device, and the asyncify build (the one with the WebGPU provider). A fallback to WASM
+    fails the first assertion with the page's reason."""
+    variant = default_variant(site)
+    result = drive(f"{origin}/?backend=webgpu", ARTIFACTS / f"browser-webgpu-{dtype}.png", "--webgpu", "--dtype", dtype,
+                   "--prompt", PROMPT, "--max-new-tokens", str(MAX_NEW_TOKENS), "--timeout", "240000", timeout=400)
+    assert result.get("failure") is None, result
+    assert result["error"] is None, result["error"]
+    state = result["matslice"]
+    assert state["backend"] == "webgpu", state["backendReason"]
+    assert state["runtime"]["build"] == "ort-wasm-simd-threaded.asyncify", state["runtime"]
+    assert state["runtime"]["webgpuDevice"] is not None, "onnxruntime-web created no WebGPU device"
+    assert {s["device"] for s in state["sessions"].values()} == {"webgpu"}, state["sessions"]
+    run = state["lastRun"]
+    assert run["backend"] == "webgpu" and run["dtype"] == dtype, run
+    assert run["newIds"] == python_greedy(site / variant["path"], dtype, run["promptIds"], MAX_NEW_TOKENS)
+    print(f"\n{dtype} on WebGPU ({state['adapter']['vendor']} {state['adapter']['architecture']}): load "
+          f"{state['loadMs']:.0f} ms, first token {run['firstTokenMs']:.0f} ms, {run['tokensPerSecond']:.2f} tokens/s")
+
+
+def test_f16_dtype_without_shader_f16_runs_on_wasm_and_says_why(site: Path, origin: str) -> None:
+    """q4f16 on an adapter without shader-f16 (SwiftShader) would fail at its first run: picked by the user, it
+    moves to WASM and the page says why; with shader-f16 it stays on WebGPU."""
+    result = drive(f"{origin}/?backend=webgpu", ARTIFACTS / "browser-webgpu-q4f16.png", "--webgpu", "--dtype", "q4f16",
+                   "--max-new-tokens", "4", "--timeout", "240000", timeout=400)
+    assert result.get("failure") is None, result
+    assert result["error"] is None, result["error"]
+    state = result["matslice"]
+    if state["adapter"] and state["adapter"]["shaderF16"]:
+        assert state["backend"] == "webgpu", state["backendReason"]
+    else:
+        assert state["backend"] == "wasm", state["backendReason"]
+        assert "shader-f16" in state["backendReason"], state["backendReason"]
+    assert state["lastRun"]["dtype"] == "q4f16"
+
+
+@pytest.fixture(scope="module")
+def audio_site(tiny_multimodal: Path, tmp_path_factory) -> Path:
+    """A site whose variant kept audio (the tiny model, one layer dropped), fp32 so ids compare exactly."""
+    out = tmp_path_factory.mktemp("audio-site") / "web"
+    build = [sys.executable, "-m", "matslice", "build-web", "--model", str(tiny_multimodal), "--no-parent",
+             "--layers-to-skip", "6", "--name", "audio", "--dtype", "fp32", "--out", str(out)]
+    subprocess.run(build, cwd=ROOT, check=True, capture_output=True, text=True)
+    return out
+
+
+def test_audio_through_the_file_input(audio_site: Path, tmp_path: Path) -> None:
+    """A WAV given through the page's file input: the page's ids equal onnxruntime-Python's and transformers.js-in-
+    Node's, both fed the features Python's processor makes of the same clip."""
+    from transformers import AutoProcessor
+
+    from web_export.node import node_generate
+
+    rate, seconds = 16_000, 1.0
+    t = np.arange(int(rate * seconds)) / rate
+    clip = (0.4 * np.sin(2 * np.pi * 220 * t) * np.sin(2 * np.pi * 3 * t)).astype(np.float32)
+    wav = tmp_path / "clip.wav"
+    with wave.open(str(wav), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes((clip * 32767).astype(np.int16).tobytes())
+    with serving(audio_site) as origin:
+        result = drive(f"{origin}/?backend=wasm", ARTIFACTS / "browser-audio.png", "--with-audio", "--audio", str(wav),
+                       "--prompt", "what is this?", "--max-new-tokens", "8", timeout=300)
+    assert result.get("failure") is None, result
+    assert result["error"] is None, result["error"]
+    run = result["matslice"]["lastRun"]
+    bundle = audio_site / default_variant(audio_site)["path"]
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["audio_token_id"] in run["promptIds"], "the page's prompt carries no audio soft tokens"
+    from evaluation.data import read_wav  # int16 / 32768, as the browser decodes it
+
+    features = AutoProcessor.from_pretrained(bundle).feature_extractor(read_wav(wav), sampling_rate=rate,
+                                                                      return_tensors="np")
+    prompt = Prompt(run["promptIds"], input_features=features["input_features"],
+                    input_features_mask=features["input_features_mask"])
+    _, python_ids = BundleRuntime.from_bundle(bundle, "fp32").greedy(prompt, steps=len(run["newIds"]) - 1)
+    node = node_generate(bundle, dtype="fp32", ids=run["promptIds"], max_new_tokens=len(run["newIds"]),
+                         model_class="conditional", inputs={"input_features": features["input_features"],
+                                                            "input_features_mask": features["input_features_mask"]})
+    stop = next((i for i, t in enumerate(python_ids) if t in EOS_IDS), len(python_ids) - 1)
+    assert run["newIds"] == python_ids[: stop + 1] == node["new_ids"], (run["newIds"], python_ids, node["new_ids"])
