@@ -24,7 +24,7 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 
-from demo.design import STAND_IN, Design, Parent, design_of, evaluate, layer_grid, nested_widths  # noqa: E402
+from demo.design import Design, Parent, design_of, evaluate, layer_grid, nested_widths  # noqa: E402
 from demo.variants import Registry, build_defaults  # noqa: E402
 from gemma3n.config import e4b_config  # noqa: E402
 from slicer.plan import make_plan  # noqa: E402
@@ -243,12 +243,10 @@ def test_built_design_joins_the_comparison(client, cache: Path, nano: Path, tmp_
     actual = {s: r["q4"]["bytes"] for s, r in manifest["sessions"].items()}
     assert set(predicted) == set(actual) == {"embed_tokens", "decoder_model_merged"}
     for session, size in actual.items():
-        if STAND_IN:  # TODO(footprint): remove this branch once slicer.footprint is in main
-            assert 0.3 < predicted[session]["bytes"] / size < 3, (session, predicted[session], size)
-        else:  # slicer.footprint: weights and the largest tensor exact, each graph's own bytes estimated (< 1 %)
-            assert abs(predicted[session]["bytes"] / size - 1) < 0.01, (session, predicted[session], size)
-            largest = manifest["sessions"][session]["q4"]["largest_tensor"]
-            assert predicted[session]["largest_tensor"] == [largest["name"], largest["bytes"]]
+        # weights and the largest tensor exact, each graph's own bytes estimated (< 1 %)
+        assert abs(predicted[session]["bytes"] / size - 1) < 0.01, (session, predicted[session], size)
+        largest = manifest["sessions"][session]["q4"]["largest_tensor"]
+        assert predicted[session]["largest_tensor"] == [largest["name"], largest["bytes"]]
     points = {p["name"]: p for p in client.predict(api_name="/plot")["points"]}
     assert points["my-slice"]["bundle_bytes"] == mine["bundle_bytes"]
     # The shown command rebuilds the same checkpoint, byte for byte.
