@@ -170,10 +170,13 @@ def client(server):
     return server[1]
 
 
-def matslice_plan(model: Path, *options: str) -> dict:
+def matslice_plan(model: Path, *options: str, predictions: bool = False) -> dict:
+    """`matslice plan --json`; without `predictions`, less its `bundle` and `memory` (the tab shows those per dtype,
+    compared separately)."""
     done = subprocess.run([sys.executable, "-m", "matslice", "plan", str(model), *options, "--json"], cwd=ROOT,
                           capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
+    printed = json.loads(done.stdout)
+    return printed if predictions else {k: v for k, v in printed.items() if k not in ("bundle", "memory")}
 
 
 def test_design_numbers_equal_plan(client, nano: Path, cache: Path) -> None:
@@ -189,8 +192,13 @@ def test_design_numbers_equal_plan(client, nano: Path, cache: Path) -> None:
         memory = predicted["memory"]
         assert memory["total"] == memory["weights"] + memory["kv_cache"] + memory["activations"]
     assert result["predicted"]["q4"]["download"] < result["predicted"]["fp32"]["download"]
-    # TODO(footprint): once `matslice plan --dtype q4,fp32 --context 2048` prints bytes and memory, assert
-    # result["predicted"] equals what it prints, as `plan` above.
+    printed = matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256", "--dtype", "q4,fp32",
+                            "--context", "2048", predictions=True)  # per session (vision is left out at export), as the tab
+    for dtype in ("q4", "fp32"):
+        predicted = result["predicted"][dtype]
+        assert predicted["memory"] == printed["memory"]["dtypes"][dtype]
+        for session, found in predicted["sessions"].items():
+            assert found["bytes"] == printed["bundle"]["sessions"][session][dtype]["bytes"], (dtype, session)
     text_only = client.predict({**DESIGN, "modalities": ["text"]}, api_name="/design")
     assert text_only["plan"] == matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256",
                                               "--modalities", "text")
