@@ -24,12 +24,13 @@ from typing import Any
 import gradio as gr
 
 from demo.compare import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, Comparer, InputError, Run
-from demo.design import DTYPE_CHOICES, Design, Designer, parse_layers, snap, spec_of
+from demo.design import DTYPE_CHOICES, Design, Designer, parse_layers, spec_of
 from demo.plot import figure, pareto_front, plot_data  # noqa: F401 (pareto_front: the app's public helper)
 from demo.variants import load_variant
 from gemma3n.errors import UserError
 from gemma3n.modalities import MODALITIES
 from gemma3n.units import human_bytes
+from slicer.nesting import snap
 
 MAX_COLUMNS = 4
 MIN_UI_VARIANTS = 2
