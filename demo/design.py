@@ -414,7 +414,8 @@ def starting_points(parent: Parent, slices: Mapping[str, SliceSpec] = {},  # noq
 
 def front_spec(entry: Mapping[str, Any]) -> SliceSpec:
     """A search front entry (name, SliceSpec fields, predicted numbers) as a SliceSpec; other keys ignored."""
-    fields = {"layers_to_skip", "ffn_dims", "audio_layers_to_skip", "audio_ffn_dim", "modalities"}
+    fields = {"layers_to_skip", "ffn_dims", "audio_layers_to_skip", "audio_ffn_dim", "modalities", "vocab_corpus",
+              "vocab_size", "vocab_keep_unused"}
     given = {key: tuple(value) if isinstance(value, list) else value for key, value in entry.items() if key in fields}
     return SliceSpec(**given)
 
