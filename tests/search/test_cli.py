@@ -121,3 +121,12 @@ def test_a_ray_cluster_measures_the_same_front(tiny_multimodal: Path, ray_head: 
     from demo.design import front_spec  # the demo reads the file as the search wrote it
 
     assert front_spec(saved[0]) == SliceSpec(tuple(saved[0]["layers_to_skip"]), tuple(saved[0]["ffn_dims"]))
+
+
+def test_cuda_without_a_gpu_is_refused(tiny_multimodal: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the refusal cannot happen here")
+    line = _error(_search(str(tiny_multimodal), "--budget-bytes", "1GB", "--trials", "1", "--device", "cuda"))
+    assert "no CUDA GPU" in line
