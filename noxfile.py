@@ -17,7 +17,7 @@ import nox
 nox.options.sessions = ["lint", "tests"]
 
 ENV = Path(".nox/matslice")
-EXTRAS = "web,dev,demo"
+EXTRAS = "web,dev,demo,search"
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "GRADIO_ANALYTICS_ENABLED": "False"}
 

@@ -1,4 +1,4 @@
-"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,vocab] [--work DIR]`
+"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,vocab,search] [--work DIR]`
 (`nox -s bench`). `memory` checks `matslice plan` against a full-shape export (benchmarks/memory.py).
 
 Results go to build/bench/results.json (flat dotted keys, so they can be tracked over time, plus the
@@ -16,7 +16,7 @@ from pathlib import Path
 from gemma3n.errors import UserError
 
 OUT = Path("build/bench")
-ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser", "browser_full", "vocab")
+ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser", "browser_full", "vocab", "search")
 EXPORT_PRESETS = ("E0.40B-text", "E2B")
 
 
@@ -115,6 +115,12 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
         details["vocab"] = found = bench_vocab(work, {"nano": [("nano-train.txt", corpus_file.read_text())]},
                                                {"held-out": corpus.held_out})
         results |= {k: v for k, v in found.items() if not isinstance(v, dict)}
+    if "search" in wanted:
+        from benchmarks.search import bench_search
+
+        details["search"] = found = bench_search()
+        for key in ("trials_per_minute", "seconds_per_trial", "front_size", "measured", "over_budget"):
+            results[f"search.{key}"] = found[key]
     return results, details
 
 

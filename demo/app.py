@@ -24,12 +24,13 @@ from typing import Any
 import gradio as gr
 
 from demo.compare import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, Comparer, InputError, Run
-from demo.design import DTYPE_CHOICES, Design, Designer, parse_layers, snap, spec_of
+from demo.design import DTYPE_CHOICES, Design, Designer, parse_layers, spec_of
 from demo.plot import figure, pareto_front, plot_data  # noqa: F401 (pareto_front: the app's public helper)
-from demo.variants import load_variant
+from demo.variants import Registry, load_variant
 from gemma3n.errors import UserError
 from gemma3n.modalities import MODALITIES
 from gemma3n.units import human_bytes
+from slicer.nesting import snap
 
 MAX_COLUMNS = 4
 MIN_UI_VARIANTS = 2
@@ -57,7 +58,8 @@ def build_app(comparer: Comparer, designer: Designer | None = None) -> gr.Blocks
                     f"**{registry.parent}**."
                 )
                 with gr.Row():
-                    picked = gr.Dropdown(names, value=names[:3], multiselect=True, max_choices=MAX_COLUMNS,
+                    picked = gr.Dropdown(variant_choices(registry), value=names[:3], multiselect=True,
+                                         max_choices=MAX_COLUMNS,
                                          label=f"Variants ({MIN_UI_VARIANTS}-{MAX_COLUMNS})", elem_id="picked")
                     max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=DEFAULT_MAX_NEW_TOKENS, step=1,
                                            label="Max new tokens")
@@ -76,10 +78,15 @@ def build_app(comparer: Comparer, designer: Designer | None = None) -> gr.Blocks
                     show, widgets, outputs = _design_tab(comparer, designer, picked, plot)
                     app.load(show, widgets, outputs, api_visibility="private")
         run.click(_ui_handler(comparer), [prompt, picked, audio, max_tokens], [status, *slots], api_name="run")
-        app.load(lambda: (figure(_plot_data(comparer)), gr.update(choices=comparer.registry.names)), None,
+        app.load(lambda: (figure(_plot_data(comparer)), gr.update(choices=variant_choices(comparer.registry))), None,
                  [plot, picked], api_visibility="private")
         _api(comparer, designer)
     return app
+
+
+def variant_choices(registry: Registry) -> list[tuple[str, str]]:
+    """(label, name) per variant: a search front's slices show their predicted bytes and measured KL / top-1."""
+    return [(registry.get(name).label(), name) for name in registry.names]
 
 
 def _plot_data(comparer: Comparer) -> dict[str, Any]:
@@ -229,7 +236,7 @@ def _design_tab(comparer: Comparer, designer: Designer, picked: gr.Dropdown, plo
         variant = record["variant"]
         message = (f"**Built {variant['name']}**: {human_bytes(variant['bundle_bytes'])} bundle "
                    f"({variant['dtype']}), now in the Compare tab.")
-        return [message, gr.update(choices=comparer.registry.names), figure(_plot_data(comparer)),
+        return [message, gr.update(choices=variant_choices(comparer.registry)), figure(_plot_data(comparer)),
                 gr.update(choices=list(designer.starts())), "\n".join(record["commands"])]
 
     def building(label: str) -> str:

@@ -1,7 +1,8 @@
-"""`matslice demo [--host H] [--port P] [--design-parent CHECKPOINT] [BUNDLE_OR_CHECKPOINT ...]`: serve the app.
+"""`matslice demo [--host H] [--port P] [--design-parent CHECKPOINT] [--front FILE] [BUNDLE_OR_CHECKPOINT ...]`.
 
-Everything the app may load is decided here, before serving (see demo/variants.py): the folders given,
-else dist/web/models.json, else the embedded default checkpoint sliced and exported into .cache/demo/.
+Everything the app may load is decided here, before serving (see demo/variants.py): a search front's slices
+(`--front`), else the folders given, else dist/web/models.json, else the embedded default checkpoint sliced
+and exported into .cache/demo/.
 The Design tab cuts one parent checkpoint: --design-parent, else the checkpoint the parent variant was
 exported from when that is known (the defaults, a checkpoint given as a folder); its builds go to
 <cache>/designs/<name> and join the served variants.
@@ -29,19 +30,25 @@ def cmd_demo(args: argparse.Namespace) -> None:
             raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}): pass --port N") from None
     from demo.app import CSS, build_app
     from demo.compare import Comparer
-    from demo.design import Designer, Parent, slice_of_record
-    from demo.variants import default_registry
+    from demo.design import Designer, Parent, load_front, slice_of_record
+    from demo.variants import build_front, default_registry
 
     if args.design_parent is not None and not (args.design_parent / "config.json").is_file():
         raise UserError(f"--design-parent {args.design_parent} is not a checkpoint folder (no config.json)")
-    registry = default_registry(args.paths, cache=args.cache)
+    if args.front_max < 1:
+        raise UserError(f"--front-max {args.front_max}: serve at least one slice of the front")
+    front = load_front(args.front) if args.front else []
+    if front and args.paths:
+        raise UserError("--front serves a search front's slices beside their parent: give it or folders, not both")
+    registry = build_front(front, args.cache, args.front_max) if front else default_registry(args.paths,
+                                                                                                cache=args.cache)
     source = args.design_parent or registry.get(registry.parent).checkpoint
     designer = None
     if source is not None:
         parent = Parent.load(source, args.cache / "corpora")
         slices = {v.name: spec for v in registry.variants.values()
                   if (spec := slice_of_record(v.slice_record, parent.config)) is not None}
-        designer = Designer(parent, args.cache / "designs", slices)
+        designer = Designer(parent, args.cache / "designs", slices, front)
     app = build_app(Comparer(registry), designer)
     print(f"serving {', '.join(registry.names)} (parent {registry.parent}) at http://{args.host}:{args.port}/"
           + (f"; designing slices of {source}" if source else "; no design parent (--design-parent)"), flush=True)
@@ -56,6 +63,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                       help="the checkpoint the Design tab cuts (default: the parent variant's, when known)")
     demo.add_argument("--cache", type=Path, default=CACHE, help=f"where defaults and designs are built "
                       f"(default {CACHE})")
+    demo.add_argument("--front", type=Path, metavar="FILE",
+                      help="serve the parent and the slices of a search front (`matslice search --save FILE`)")
+    demo.add_argument("--front-max", type=int, default=6,
+                      help="at most this many of the front's slices, spread from smallest to largest (default 6)")
     demo.add_argument("paths", nargs="*", type=Path, metavar="BUNDLE_OR_CHECKPOINT",
                       help="bundles (manifest.json), checkpoints (exported once), or a folder with models.json")
     demo.set_defaults(run=cmd_demo)

@@ -28,6 +28,7 @@ from gemma3n.config import ModelConfig, TextConfig, load_config
 from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
 from gemma3n.modalities import MODALITIES
+from slicer.nesting import nested_widths
 from slicer.plan import SlicePlan, SliceSpec, make_plan
 from slicer.presets import all_presets
 from slicer.report import bundle_summary, folder_tensors, predicted_bytes
@@ -41,22 +42,6 @@ DTYPE_CHOICES = ("q4", "q4f16", "q8", "fp16", "fp32")
 
 
 # --- The parent's layers, as the grid shows them ------------------------------------------------------------
-def nested_widths(width: int) -> tuple[int, ...]:
-    """The FFN widths a MatFormer layer of `width` nests: its first k/8 units, k = 1..8.
-
-    Why eighths: Gemma 3n E4B's 16384-wide layers were trained at multiples of 2048 (Google's table uses
-    2_048 * 4 and 2_048 * 8; our presets 2_048 * 2), and the nano stand-in at 1/4, 1/2 and 1, all on this
-    grid. A layer not divisible by 8 (an odd, already sliced parent) offers its own width only.
-    """
-    steps = [width * k // 8 for k in range(1, 9) if width * k % 8 == 0]
-    return tuple(sorted(set(steps) | {width}))
-
-
-def snap(width: int, choices: Sequence[int]) -> int:
-    """The nested width nearest `width` (ties go to the narrower one: a design never grows by snapping)."""
-    return min(choices, key=lambda c: (abs(c - width), c))
-
-
 @dataclass(frozen=True)
 class LayerInfo:
     """One parent layer as the grid shows it: attention kind, KV-sharing role, who reads its cache, widths."""
@@ -429,7 +414,8 @@ def starting_points(parent: Parent, slices: Mapping[str, SliceSpec] = {},  # noq
 
 def front_spec(entry: Mapping[str, Any]) -> SliceSpec:
     """A search front entry (name, SliceSpec fields, predicted numbers) as a SliceSpec; other keys ignored."""
-    fields = {"layers_to_skip", "ffn_dims", "audio_layers_to_skip", "audio_ffn_dim", "modalities"}
+    fields = {"layers_to_skip", "ffn_dims", "audio_layers_to_skip", "audio_ffn_dim", "modalities", "vocab_corpus",
+              "vocab_size", "vocab_keep_unused"}
     given = {key: tuple(value) if isinstance(value, list) else value for key, value in entry.items() if key in fields}
     return SliceSpec(**given)
 

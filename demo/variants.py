@@ -44,6 +44,7 @@ class Variant:
     folder: Path
     manifest: dict[str, Any]
     checkpoint: Path | None = None  # the checkpoint it was exported from, when known (a design parent)
+    searched: dict[str, Any] | None = None  # a search front's numbers: predicted bytes, measured KL and top-1
 
     @property
     def onnx_dir(self) -> Path:
@@ -105,7 +106,16 @@ class Variant:
             "bundle_bytes": self.bytes,
             "dtype": self.manifest.get("default_dtype"),
             "audio": self.has_audio,
+            "search": self.searched,
         }
+
+    def label(self) -> str:
+        """The name as the variant list shows it: with the search's predicted bytes and measured KL / top-1."""
+        if not self.searched:
+            return self.name
+        found = self.searched
+        return (f"{self.name} · {found['bytes'] / 1e6:.2f} MB predicted · KL {found['kl']:.3f} · "
+                f"top-1 {found['top1']:.0%}")
 
 
 def _ranges(indices: list[int]) -> str:
@@ -207,34 +217,89 @@ def _key(path: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-def export_cached(model_dir: Path, out: Path, encoders: set[str] | None = None) -> Path:
+def export_cached(model_dir: Path, out: Path, encoders: set[str] | None = None,
+                  dtypes: tuple[str, ...] = ("q4",)) -> Path:
     """`write_bundle` unless `out` already holds a finished bundle (the bundle is renamed in when complete)."""
     if not (out / "manifest.json").is_file():
         from web_export.bundle import write_bundle
 
-        write_bundle(model_dir, out, dtypes=("q4",), modalities=encoders)
+        write_bundle(model_dir, out, dtypes=dtypes, modalities=encoders)
     return out
+
+
+def build_variant(parent: Path, name: str, spec: SliceSpec | None, where: Path, encoders: set[str] | None,
+                  dtypes: tuple[str, ...] = ("q4",)) -> Variant:
+    """Slice `parent` by `spec` into where/checkpoint (None: the parent itself) and export it into where/bundle,
+    each once and then cached; the registry's variant of it."""
+    from slicer.checkpoint import slice_checkpoint
+    from slicer.options import plan_for
+
+    bundle, model = where / "bundle", parent if spec is None else where / "checkpoint"
+    if not (bundle / "manifest.json").is_file():
+        if spec is not None and not (model / "config.json").is_file():
+            slice_checkpoint(parent, model, plan_for(load_config(parent), spec, parent), overwrite=True,
+                             progress=False)
+        export_cached(model, bundle, encoders if load_config(model).multimodal else None, dtypes)
+    return load_variant(name, bundle, model)
 
 
 def build_defaults(cache: Path = CACHE, checkpoint: Path | None = None) -> Registry:
     """Slice the embedded default checkpoint into DEFAULT_SLICES and export each (once, then cached)."""
-    from slicer.checkpoint import slice_checkpoint
     from standins.default import default_checkpoint
 
     parent = Path(checkpoint or default_checkpoint())
-    config = load_config(parent)
     root = cache / parent.name
-    variants = []
-    for name, spec in DEFAULT_SLICES.items():
-        bundle = root / "bundles" / name
-        if not (bundle / "manifest.json").is_file():
-            model = parent
-            if spec is not None:
-                model = root / "checkpoints" / name
-                if not (model / "config.json").is_file():
-                    slice_checkpoint(parent, model, make_plan(config, spec), overwrite=True, progress=False)
-            export_cached(model, bundle, DEFAULT_ENCODERS if load_config(model).multimodal else None)
-        variants.append(load_variant(name, bundle, parent if spec is None else root / "checkpoints" / name))
+    variants = [_default_variant(parent, root, name, spec) for name, spec in DEFAULT_SLICES.items()]
+    return Registry(variants, parent="parent")
+
+
+def _default_variant(parent: Path, root: Path, name: str, spec: SliceSpec | None) -> Variant:
+    """A default slice, kept where earlier versions built it: root/bundles/NAME and root/checkpoints/NAME."""
+    from slicer.checkpoint import slice_checkpoint
+
+    bundle = root / "bundles" / name
+    if not (bundle / "manifest.json").is_file():
+        model = parent
+        if spec is not None:
+            model = root / "checkpoints" / name
+            if not (model / "config.json").is_file():
+                slice_checkpoint(parent, model, make_plan(load_config(parent), spec), overwrite=True, progress=False)
+        export_cached(model, bundle, DEFAULT_ENCODERS if load_config(model).multimodal else None)
+    return load_variant(name, bundle, parent if spec is None else root / "checkpoints" / name)
+
+
+def pick_front(entries: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
+    """At most `most` entries of a front (sorted by bytes), evenly spread from the smallest to the largest."""
+    if len(entries) <= most:
+        return list(entries)
+    if most == 1:
+        return [entries[-1]]
+    return [entries[round(i * (len(entries) - 1) / (most - 1))] for i in range(most)]
+
+
+def build_front(entries: list[dict[str, Any]], cache: Path = CACHE, most: int = 6) -> Registry:
+    """The parent and a search front's slices (`matslice search --save`), each sliced and exported once through
+    the same path as the defaults, with every modality its slice keeps, so a bundle is the one whose bytes the
+    search predicted. Each variant carries the search's numbers for the variant list."""
+    from demo.design import front_spec
+
+    models = {entry.get("model") for entry in entries}
+    if not entries or len(models) != 1 or None in models:
+        raise UserError("the search front must list at least one slice, all of one parent (`model`): pass a file "
+                        "written by `matslice search --save`")
+    parent = Path(models.pop())
+    if not (parent / "config.json").is_file():
+        raise UserError(f"the search front slices {parent}, which is not a checkpoint folder here: run the demo where "
+                        "the search ran, or search again")
+    root = cache / parent.name
+    variants = [_default_variant(parent, root, "parent", None)]
+    for entry in pick_front(entries, most):
+        spec = front_spec(entry)
+        dtype = str(entry.get("dtype") or "q4")
+        key = hashlib.sha256(json.dumps([repr(spec), dtype]).encode()).hexdigest()[:12]
+        variant = build_variant(parent, str(entry["name"]), spec, root / "front" / key, None, (dtype,))
+        searched = {k: entry[k] for k in ("bytes", "kl", "top1") if k in entry}
+        variants.append(Variant(variant.name, variant.folder, variant.manifest, variant.checkpoint, searched))
     return Registry(variants, parent="parent")
 
 

@@ -24,9 +24,10 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 
-from demo.design import Design, Parent, design_of, evaluate, layer_grid, nested_widths  # noqa: E402
+from demo.design import Design, Parent, design_of, evaluate, layer_grid  # noqa: E402
 from demo.variants import Registry, build_defaults  # noqa: E402
 from gemma3n.config import e4b_config  # noqa: E402
+from slicer.nesting import nested_widths  # noqa: E402
 from slicer.plan import make_plan  # noqa: E402
 from slicer.presets import get_preset  # noqa: E402
 from standins.default import default_checkpoint  # noqa: E402
@@ -48,7 +49,8 @@ def test_nested_widths_are_the_trained_granularities() -> None:
 
 
 def test_group_widths_snap_per_layer() -> None:
-    from demo.design import parse_layers, snap
+    from demo.design import parse_layers
+    from slicer.nesting import snap
 
     assert parse_layers("all", 10) == tuple(range(10)) and parse_layers("0-2, 7", 10) == (0, 1, 2, 7)
     assert snap(5000, nested_widths(16384)) == 4096 and snap(3072, nested_widths(16384)) == 2048  # ties: narrower

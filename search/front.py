@@ -1,0 +1,98 @@
+"""The Pareto front of measured slices (bundle bytes against mean KL), and the file the demo reads it from.
+
+The front file is a JSON list, one object per slice: its name, the SliceSpec fields (what
+`demo.design.front_spec` and `matslice slice` take), the parent it slices, and the predicted bytes and
+measured KL / top-1 beside them, so the demo can show the search's numbers next to its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slicer.plan import SliceSpec
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A measured slice: what it is, what it weighs, how far it is from the parent, and the trial that found it."""
+
+    spec: SliceSpec
+    bytes: int
+    kl: float
+    top1: float
+    trial: int
+    seconds: float
+
+
+def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
+    """The candidates no other is both at most as large and at most as far from the parent as, strictly better in
+    one; by bytes ascending (ties by KL, then by the earlier trial, so the front is the same on every run)."""
+    front: list[Candidate] = []
+    for candidate in sorted(candidates, key=lambda c: (c.bytes, c.kl, c.trial)):
+        if not front or candidate.kl < front[-1].kl:
+            front.append(candidate)
+    return front
+
+
+def slice_options(spec: SliceSpec) -> list[str]:
+    """The `matslice slice` options that write `spec`."""
+    options: list[str] = []
+    if spec.layers_to_skip:
+        options += ["--layers-to-skip", ",".join(map(str, spec.layers_to_skip))]
+    if spec.ffn_dims:
+        options += ["--ffn-dims", ",".join(map(str, spec.ffn_dims))]
+    if spec.audio_layers_to_skip:
+        options += ["--audio-layers-to-skip", ",".join(map(str, spec.audio_layers_to_skip))]
+    if spec.audio_ffn_dim is not None:
+        options += ["--audio-ffn-dim", str(spec.audio_ffn_dim)]
+    if spec.modalities:
+        options += ["--modalities", ",".join(spec.modalities)]
+    for corpus in spec.vocab_corpus:
+        options += ["--vocab-corpus", corpus]
+    if spec.vocab_size is not None:
+        options += ["--vocab-size", str(spec.vocab_size)]
+    if spec.cuts_vocab and not spec.vocab_keep_unused:
+        options.append("--vocab-drop-unused")
+    return options
+
+
+def slice_command(model: str, name: str, spec: SliceSpec) -> str:
+    return shlex.join(["matslice", "slice", model, f"out/{name}", *slice_options(spec)])
+
+
+def front_entries(front: Sequence[Candidate], model: str, dtype: str) -> list[dict[str, Any]]:
+    """The front as the file and `--json` hold it: names s1, s2, ... by size."""
+    entries = []
+    for rank, found in enumerate(front, 1):
+        name = f"s{rank}"
+        spec = found.spec
+        entries.append({
+            "name": name,
+            "layers_to_skip": list(spec.layers_to_skip),
+            "ffn_dims": list(spec.ffn_dims),
+            "audio_layers_to_skip": list(spec.audio_layers_to_skip),
+            "audio_ffn_dim": spec.audio_ffn_dim,
+            "modalities": list(spec.modalities),
+            "vocab_corpus": list(spec.vocab_corpus),
+            "vocab_size": spec.vocab_size,
+            "vocab_keep_unused": spec.vocab_keep_unused,
+            "model": model,
+            "dtype": dtype,
+            "bytes": found.bytes,
+            "kl": found.kl,
+            "top1": found.top1,
+            "trial": found.trial,
+            "command": slice_command(model, name, spec),
+        })
+    return entries
+
+
+def save_front(path: Path, entries: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(entries, indent=2) + "\n")
+    return path

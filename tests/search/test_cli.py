@@ -1,0 +1,132 @@
+"""`matslice search` from the command line: bad input is one `error:` line and exit status 2, the front file is
+what the demo loads, and a local Ray cluster measures the same front as this process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gemma3n.config import load_config
+from search.space import space_for
+from search.study import Request, run_search
+from slicer.plan import SliceSpec
+from slicer.report import folder_tensors
+
+ROOT = Path(__file__).resolve().parents[2]
+ENV = os.environ | {"PYTHONPATH": str(ROOT)}
+OPTIONS = {"block_size": 32, "symmetric": True, "max_file_bytes": 1_500_000_000, "max_tensor_bytes": 256 << 20}
+
+
+def _search(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "matslice", "search", *args], capture_output=True, text=True,
+                          cwd=cwd, env=ENV, timeout=600)
+
+
+def _error(done: subprocess.CompletedProcess) -> str:
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and lines and lines[-1].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_budget_below_the_smallest_slice_says_what_the_smallest_is(tiny_multimodal: Path) -> None:
+    space = space_for(load_config(tiny_multimodal), tiny_multimodal, SliceSpec(), "q4", OPTIONS,
+                      folder_tensors(tiny_multimodal))
+    smallest = space.smallest()[1]
+    line = _error(_search(str(tiny_multimodal), "--budget-bytes", str(smallest - 1)))
+    assert f"is {smallest:,} bytes" in line and "smallest" in line
+
+
+def test_a_short_calibration_file_is_refused(tiny_multimodal: Path, tmp_path: Path) -> None:
+    short = tmp_path / "short.txt"
+    short.write_text("Too short to tell two slices apart.")
+    line = _error(_search(str(tiny_multimodal), "--budget-bytes", "1GB", "--calibration", str(short)))
+    assert "at least 64 tokens" in line
+
+
+def test_an_unreachable_ray_address_is_one_line(tiny_multimodal: Path) -> None:
+    started = time.monotonic()
+    line = _error(_search(str(tiny_multimodal), "--budget-bytes", "1GB", "--trials", "2",
+                          "--ray", f"127.0.0.1:{_free_port()}"))
+    assert "cannot reach the Ray cluster" in line
+    assert time.monotonic() - started < 60
+
+
+def test_the_search_chooses_layers_and_widths_itself(tiny_multimodal: Path) -> None:
+    assert "--layers-to-skip" in _error(_search(str(tiny_multimodal), "--budget-bytes", "1GB", "--ffn-dims", "64"))
+
+
+@pytest.fixture(scope="module")
+def ray_head() -> Iterator[str]:
+    """A one-CPU Ray head on a free port, in its own process group so that only it is stopped afterwards."""
+    pytest.importorskip("ray")
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    if ray is None:
+        pytest.skip("the ray command is not installed beside this Python")
+    port, temp = _free_port(), tempfile.mkdtemp(prefix="ray-")
+    head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
+                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
+                            env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and head.poll() is None:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(1)
+        else:
+            pytest.skip("ray start --head did not come up within 2 minutes here")
+        yield f"127.0.0.1:{port}"
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(head.pid, sig)
+                head.wait(timeout=10)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                pass
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_a_ray_cluster_measures_the_same_front(tiny_multimodal: Path, ray_head: str, tmp_path: Path) -> None:
+    front_file = tmp_path / "front.json"
+    done = _search(str(tiny_multimodal), "--budget-bytes", "65.3MB", "--trials", "8", "--batch", "4", "--seed", "1",
+                   "--ray", ray_head, "--save", str(front_file), "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    remote = json.loads(done.stdout)
+    local = run_search(Request(tiny_multimodal, 65_300_000, "q4", OPTIONS, trials=8, batch=4, seed=1))
+    key = ["layers_to_skip", "ffn_dims", "bytes", "kl", "top1", "trial"]
+    assert [[e[k] for k in key] for e in remote["front"]] == [[e[k] for k in key] for e in local["front"]]
+    assert remote["hardware"]["workers"] == 1
+    saved = json.loads(front_file.read_text())
+    assert saved == remote["front"]
+
+    from demo.design import front_spec  # the demo reads the file as the search wrote it
+
+    assert front_spec(saved[0]) == SliceSpec(tuple(saved[0]["layers_to_skip"]), tuple(saved[0]["ffn_dims"]))
+
+
+def test_cuda_without_a_gpu_is_refused(tiny_multimodal: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU: the refusal cannot happen here")
+    line = _error(_search(str(tiny_multimodal), "--budget-bytes", "1GB", "--trials", "1", "--device", "cuda"))
+    assert "no CUDA GPU" in line
