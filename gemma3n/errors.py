@@ -8,12 +8,21 @@ else escaping is a bug in MatSlice and keeps its traceback.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 
 class UserError(ValueError):
     """A problem with the user's input, worded as one line: what is wrong, and how to fix it."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are user errors: one line, like every other (see run_command)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
 def run_command(body: Callable[[], None], interrupted: str = "interrupted; nothing was left half-written") -> int:

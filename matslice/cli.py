@@ -13,14 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
 
-from gemma3n.errors import UserError, run_command
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, like every other user error
-        raise UserError(f"{message} (see `{self.prog} --help`)")
+from gemma3n.errors import Parser, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     from web_export.cli import register as export
     from website.cli import register as website
 
-    parser = _Parser(prog="matslice", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
+    parser = Parser(prog="matslice", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser, metavar="COMMAND")
     for register in (slicing, standins, export, evaluation, website, search, demo, bench):
         register(commands)
     return parser

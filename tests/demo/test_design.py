@@ -195,7 +195,7 @@ def test_design_numbers_equal_plan(client, nano: Path, cache: Path) -> None:
         assert memory["total"] == memory["weights"] + memory["kv_cache"] + memory["activations"]
     assert result["predicted"]["q4"]["download"] < result["predicted"]["fp32"]["download"]
     printed = matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256", "--dtype", "q4,fp32",
-                            "--context", "2048", predictions=True)  # per session (vision is left out at export), as the tab
+                            "--context", "2048", predictions=True)  # per session, as the tab
     for dtype in ("q4", "fp32"):
         predicted = result["predicted"][dtype]
         assert predicted["memory"] == printed["memory"]["dtypes"][dtype]
