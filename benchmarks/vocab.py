@@ -172,10 +172,26 @@ def full_parent(work: Path) -> Path:
     return parent
 
 
+MEASURED_CUT = "32k"  # the cut each preset is really sliced and exported at; the others come from `plan`
+
+
+def _plan(parent: Path, preset: str, corpus: Path, cap: int) -> dict[str, Any]:
+    """`matslice plan` of a preset cut to `cap` ids: the q4 bundle's bytes and largest tensor, without weights."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "matslice", "plan", str(parent), "--preset", preset, "--modalities",
+                           "text", "--vocab-corpus", str(corpus), "--vocab-size", str(cap), "--dtype", "q4", "--json"],
+                          check=True, capture_output=True, text=True)
+    bundle = json.loads(done.stdout)["bundle"]
+    return {"bytes": bundle["bytes"]["q4"]["all"], "largest_tensor_bytes": bundle["largest_tensor"]["q4"]["bytes"]}
+
+
 def bench_vocab(work: Path, corpora: dict[str, list[tuple[str, str]]], held_out: dict[str, list[str]],
                 presets: tuple[str, ...] = BUNDLE_PRESETS) -> dict[str, Any]:
-    """The tokenizer figures, then real cuts of a full-size parent: slicing time and peak RSS, and each preset's
-    q4 bundle bytes and largest tensor at every cap (each slice and export in a fresh process)."""
+    """The tokenizer figures, then cuts of a full-size parent: each preset's q4 bundle bytes and largest tensor at
+    every cap as `plan` predicts them (exact weights, graph within 1 %), and at MEASURED_CUT a real slice and export
+    in fresh processes (time, peak RSS, bytes), whose bytes over plan's are reported as `plan_error`."""
     import shutil
     import sys
 
@@ -187,10 +203,15 @@ def bench_vocab(work: Path, corpora: dict[str, list[tuple[str, str]]], held_out:
     corpus.write_text("\n".join(text for texts in corpora.values() for _, text in texts))
     for preset in presets:
         for label, cap in CUTS.items():
+            key = f"vocab.bundle.{preset}.{label}"
+            predicted = _plan(parent, preset, corpus, cap)
+            results |= {f"{key}.bytes": predicted["bytes"],
+                        f"{key}.largest_tensor_bytes": predicted["largest_tensor_bytes"]}
+            if label != MEASURED_CUT:
+                continue
             child, bundle = work / f"vocab-{preset}-{label}", work / f"vocab-{preset}-{label}-q4"
             shutil.rmtree(child, ignore_errors=True)
             shutil.rmtree(bundle, ignore_errors=True)
-            key = f"vocab.bundle.{preset}.{label}"
             seconds, rss = _timed([sys.executable, "-m", "matslice", "slice", str(parent), str(child), "--preset",
                                    preset, "--modalities", "text", "--vocab-corpus", str(corpus),
                                    "--vocab-size", str(cap)])
@@ -198,10 +219,12 @@ def bench_vocab(work: Path, corpora: dict[str, list[tuple[str, str]]], held_out:
             seconds, rss = _timed([sys.executable, "-m", "matslice", "export", str(child), str(bundle),
                                    "--dtype", "q4"])
             manifest = json.loads((bundle / "manifest.json").read_text())
+            written = sum(r["bytes"] for r in manifest["files"].values())
             results |= {f"{key}.export_seconds": round(seconds, 1), f"{key}.export_peak_rss_bytes": rss,
-                        f"{key}.bytes": sum(r["bytes"] for r in manifest["files"].values()),
-                        f"{key}.largest_tensor_bytes": manifest["largest_tensor"]["bytes"],
+                        f"{key}.written_bytes": written, f"{key}.plan_error": round(written / predicted["bytes"], 5),
+                        f"{key}.written_largest_tensor_bytes": manifest["largest_tensor"]["bytes"],
                         f"{key}.kept_text_ids": json.loads((child / "config.json").read_text())[
                             "vocab_size_per_layer_input"]}
             shutil.rmtree(child)
+            shutil.rmtree(bundle)
     return results

@@ -22,7 +22,15 @@ from conftest import assert_plan_exact
 
 from gemma3n.config import e4b_config, load_config
 from gemma3n.dtypes import DTYPES
-from gemma3n.layout import MAX_TENSOR_BYTES, aligned, data_file_bytes, gather_parts, matmul_parts, place
+from gemma3n.layout import (
+    MAX_TENSOR_BYTES,
+    MAX_UNPACKED_BYTES,
+    aligned,
+    data_file_bytes,
+    gather_parts,
+    matmul_parts,
+    place,
+)
 from slicer.footprint import bundle_footprint, kv_cache_bytes, runtime_memory, session_weights
 from slicer.plan import SliceSpec, make_plan
 from slicer.presets import get_preset
@@ -80,11 +88,17 @@ def test_session_weights_are_what_the_traced_graphs_read(tiny_text: Path, tiny_t
         for node in graph.model.graph.node:
             for name in node.input:
                 readers.setdefault(name, set()).add(node.op_type)
-        predicted = {w.name: (w.shape, w.use) for w in session_weights(config, graph.name)}
+        weights = session_weights(config, graph.name)
+        predicted = {w.name: (w.shape, w.use) for w in weights if w.use != "constant"}
         traced = {name: (source.shape, "gather" if "Gather" in readers[name] else
                          "matmul" if readers[name] == {"Transpose"} else "other")
                   for name, source in graph.weights.items()}
         assert predicted == traced, graph.name
+        # Traced constants (the decoder's rotary tables) are initializers of the graph itself, not checkpoint reads.
+        constants = {w.name: w.shape for w in weights if w.use == "constant"}
+        initializers = {t.name: tuple(t.dims) for t in graph.model.graph.initializer}
+        assert constants == {name: initializers.get(name) for name in constants}, graph.name
+        assert bool(constants) == (graph.name == "decoder_model_merged")
 
 
 @pytest.mark.parametrize("limits", ["default", "split"])
@@ -112,19 +126,23 @@ def test_nano_slice_bytes_are_exact_and_totals_within_one_percent(nano_slice: Pa
 
 # --- Arithmetic -----------------------------------------------------------------------------------------------------
 def test_e2b_lm_head_and_tables_are_split_to_fit_a_phone() -> None:
-    """The E2B LM head is 268.7 MB of 4-bit codes, over 256 MiB: two row parts; its per-layer table (1 GB of codes)
-    four column parts."""
+    """E2B's LM head [262,400, 2048] in 4 bits: WASM unpacks each MatMulNBits weight to fp32 (2.15 GB here), so it
+    is cut into row parts whose fp32 copy fits 256 MiB: nine. Its per-layer table (1 GB of codes) becomes four
+    column parts under the tensor limit, one part again when the limit is 1 GiB."""
     child = make_plan(e4b_config(), get_preset("E2B").spec()).child
     footprint = bundle_footprint(child, ("q4", "fp16"))
     for dtype in ("q4", "fp16"):
         assert max(v[dtype].largest_tensor[1] for v in footprint.values()) <= MAX_TENSOR_BYTES
     parts = matmul_parts("lm_head.weight", 262_400, 2048, "q4")
-    assert [(p.start, p.stop) for p in parts] == [(0, 131_200), (131_200, 262_400)]
-    assert footprint["decoder_model_merged"]["q4"].largest_tensor == ("lm_head.weight_part1_Q4", 131_200 * 64 * 16)
+    rows = [p.stop - p.start for p in parts]
+    assert len(parts) == 9 and set(rows) == {29_155, 29_156} and parts[-1].stop == 262_400
+    assert all(a.stop == b.start for a, b in zip(parts, parts[1:], strict=False))
+    assert max(rows) * 2048 * 4 <= MAX_UNPACKED_BYTES < -(-262_400 // 8) * 2048 * 4  # eight parts would not fit
+    assert footprint["decoder_model_merged"]["q4"].largest_tensor == ("lm_head.weight_part8_Q4", 29_156 * 64 * 16)
     table = "text_model.embed_tokens_per_layer.weight/q4/codes_7"  # the 4th part: 60 of 240 blocks of 32 columns
     assert footprint["embed_tokens"]["q4"].largest_tensor == (table, 262_144 * 60 * 16)
-    unsplit = bundle_footprint(child, ("q4",), max_tensor_bytes=1 << 30)["decoder_model_merged"]["q4"]
-    assert unsplit.largest_tensor == ("lm_head.weight_Q4", 262_400 * 64 * 16)
+    unsplit = bundle_footprint(child, ("q4",), max_tensor_bytes=1 << 30)["embed_tokens"]["q4"]
+    assert unsplit.largest_tensor == ("text_model.embed_tokens_per_layer.weight/q4/codes_1", 262_144 * 240 * 16)
 
 
 def test_parts_are_balanced() -> None:
