@@ -5,7 +5,8 @@ The tiny text checkpoint is written twice per dtype from one trace: unsplit, and
 that splits its LM head, FFN and attention weights by output rows and its tables by columns. q4 and q8 give the
 very same logits (integer or per-row kernels); fp32 differs by float rounding at most, since onnxruntime's float
 GEMM may accumulate a narrower output in another order; fp16 and q4f16 by fp16 rounding, since onnxruntime's CPU
-runs some fp16 ops in fp32 and a Concat between them rounds to fp16 where the unsplit graph did not.
+runs some fp16 ops in fp32 and a Concat between them rounds to fp16 where the unsplit graph did not (so their greedy
+ids may part at a near tie of the random model's logits, which the test then checks is one).
 """
 
 from __future__ import annotations
@@ -43,12 +44,18 @@ def initializers(path: Path) -> dict[str, int]:
     return {t.name: tensor_bytes(t) for t in onnx.load(path, load_external_data=False).graph.initializer}
 
 
+def weights(path: Path) -> dict[str, int]:
+    """The initializers the limit applies to: all but the decoder's traced rotary tables, which no op reads by rows
+    or columns and so cannot be split (16 kB here, 2 MB at Gemma 3n's full size)."""
+    return {name: size for name, size in initializers(path).items() if not name.startswith("rotary.")}
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_tensor_fits_the_limit(variants: Path, dtype: str) -> None:
     limit = LIMITS.get(dtype, LIMIT)
     for session in ("embed_tokens", "decoder_model_merged"):
-        whole = initializers(variants / "whole" / variant_name(session, dtype))
-        split = initializers(variants / "split" / variant_name(session, dtype))
+        whole = weights(variants / "whole" / variant_name(session, dtype))
+        split = weights(variants / "split" / variant_name(session, dtype))
         assert max(whole.values()) > limit >= max(split.values())
         assert sum(whole.values()) <= sum(split.values())  # nothing dropped (q8: one scale for all parts)
     decoder = initializers(variants / "split" / variant_name("decoder_model_merged", dtype))
@@ -59,9 +66,14 @@ def test_every_tensor_fits_the_limit(variants: Path, dtype: str) -> None:
 def test_split_sessions_compute_the_unsplit_logits(variants: Path, dtype: str) -> None:
     runs = {tag: BundleRuntime.from_folder(variants / tag, DTYPES[dtype].suffix) for tag in ("whole", "split")}
     (want, want_ids), (got, got_ids) = (runs[tag].greedy(Prompt(np.array(PROMPT)), STEPS) for tag in runs)
-    assert got_ids == want_ids
-    for a, b in zip(want, got, strict=True):
+    if TOLERANCE[dtype] == 0:
+        assert got_ids == want_ids
+    for a, b, want_id, got_id in zip(want, got, want_ids, got_ids, strict=True):
         np.testing.assert_allclose(b, a, rtol=0, atol=TOLERANCE[dtype])
+        if got_id != want_id:  # rounding may flip a near tie of the random model; the runs part from here
+            top2 = np.sort(a[-1])[-2:]
+            assert top2[1] - top2[0] <= 2 * TOLERANCE[dtype], (got_id, want_id, top2)
+            break
 
 
 def test_dequantized_q4_weights_are_put_back_together(variants: Path) -> None:
