@@ -425,7 +425,7 @@ function verifier(where, record, start, stop = record.bytes) {
         }
         index += 1;
         filled = 0;
-        buffer = new Uint8Array(Math.min(pieceBytes, stop - index * pieceBytes));
+        buffer = new Uint8Array(Math.max(0, Math.min(pieceBytes, stop - index * pieceBytes))); // empty after the last piece
     };
     return new TransformStream({
         async transform(chunk, controller) {
