@@ -137,7 +137,8 @@ def test_sub_models_never_skip_store_layers() -> None:
     assert widths == {nano.FFN_WIDTH // d for d in nano.GRANULARITIES}
     assert any(sub.skipped for sub in samples) and any(len(set(sub.widths)) > 1 for sub in samples)
     for sub in samples[:50]:
-        make_plan(nano.nano_config(text_only=True), sub.slice_spec())  # every sampled sub-model is a valid slice
+        config = parse_config(nano.nano_config(text_only=True), "nano")
+        make_plan(config, sub.slice_spec())  # every sampled sub-model is a valid slice
 
 
 def test_training_is_repeatable() -> None:
