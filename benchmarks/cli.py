@@ -1,5 +1,6 @@
-"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,vocab] [--work DIR]`
-(`nox -s bench`). `memory` checks `matslice plan` against a full-shape export (benchmarks/memory.py).
+"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,vocab,nano] [--work DIR]`
+(`nox -s bench`). `memory` checks `matslice plan` against a full-shape export (benchmarks/memory.py); `nano`
+trains the default model's recipe over seeds, with and without MatFormer sampling (benchmarks/nano.py).
 
 Results go to build/bench/results.json (flat dotted keys, so they can be tracked over time, plus the
 details) and build/bench/results.md (the table the README shows).
@@ -16,7 +17,7 @@ from pathlib import Path
 from gemma3n.errors import UserError
 
 OUT = Path("build/bench")
-ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser", "browser_full", "vocab")
+ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser", "browser_full", "vocab", "nano")
 EXPORT_PRESETS = ("E0.40B-text", "E2B")
 
 
@@ -115,6 +116,17 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
         details["vocab"] = found = bench_vocab(work, {"nano": [("nano-train.txt", corpus_file.read_text())]},
                                                {"held-out": corpus.held_out})
         results |= {k: v for k, v in found.items() if not isinstance(v, dict)}
+    if "nano" in wanted:
+        from benchmarks.nano import bench_nano
+
+        details["nano"] = found = bench_nano(work / "nano")
+        for sub, by_source in found["matformer"].items():
+            for source, spread in by_source.items():
+                results[f"nano.{source}.{sub}.mean"] = spread["mean"]
+                results[f"nano.{source}.{sub}.spread"] = spread["max"] - spread["min"]
+        for name, run in found["runs"].items():
+            for sub, by_source in run["perplexity"].items():
+                results[f"nano.{name}.wordnet.{sub}"] = by_source["wordnet"]
     return results, details
 
 
