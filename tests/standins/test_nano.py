@@ -88,7 +88,7 @@ def test_tokenizer_is_gemma_shaped(nano_dir: Path) -> None:
         assert tokenizer.convert_tokens_to_ids(token) == token_id, token
     for name in ("boi", "eoi", "image", "boa", "eoa", "audio"):
         assert getattr(tokenizer, f"{name}_token_id") == config[f"{name}_token_id"], name
-    sample = "The value of x is returned, unless a TypeError is raised.\nCafé 42 ~ {ok}"
+    sample = "The river was navigable for fifty miles, and the value of x is returned.\nCafé 42 ~ {ok}"
     ids = tokenizer(sample).input_ids
     assert ids[0] == nano.BOS_ID and max(ids) < nano.TEXT_VOCAB_SIZE
     assert len(ids) < len(sample) / 2, "BPE merges should shorten English text"
