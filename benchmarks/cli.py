@@ -1,5 +1,7 @@
-"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,vocab,search] [--work DIR]`
-(`nox -s bench`). `memory` checks `matslice plan` against a full-shape export (benchmarks/memory.py).
+"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,vocab,search,nano]
+[--work DIR]` (`nox -s bench`). `memory` checks `matslice plan` against a full-shape export
+(benchmarks/memory.py); `nano` trains the default model's recipe over seeds, with and without MatFormer
+sampling (benchmarks/nano.py).
 
 Results go to build/bench/results.json (flat dotted keys, so they can be tracked over time, plus the
 details) and build/bench/results.md (the table the README shows).
@@ -16,7 +18,8 @@ from pathlib import Path
 from gemma3n.errors import UserError
 
 OUT = Path("build/bench")
-ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser", "browser_full", "vocab", "search")
+ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser", "browser_full", "vocab", "search",
+       "nano")
 EXPORT_PRESETS = ("E0.40B-text", "E2B")
 
 
@@ -121,6 +124,17 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
         details["search"] = found = bench_search()
         for key in ("trials_per_minute", "seconds_per_trial", "front_size", "measured", "over_budget"):
             results[f"search.{key}"] = found[key]
+    if "nano" in wanted:
+        from benchmarks.nano import bench_nano
+
+        details["nano"] = found = bench_nano(work / "nano")
+        for sub, by_source in found["matformer"].items():
+            for source, spread in by_source.items():
+                results[f"nano.{source}.{sub}.mean"] = spread["mean"]
+                results[f"nano.{source}.{sub}.spread"] = spread["max"] - spread["min"]
+        for name, run in found["runs"].items():
+            for sub, by_source in run["perplexity"].items():
+                results[f"nano.{name}.wordnet.{sub}"] = by_source["wordnet"]
     return results, details
 
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import gradio as gr
 
-from demo.compare import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, Comparer, InputError, Run
+from demo.compare import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS, REFERENCE_PROMPTS, Comparer, InputError, Run
 from demo.design import DTYPE_CHOICES, Design, Designer, parse_layers, spec_of
 from demo.plot import figure, pareto_front, plot_data  # noqa: F401 (pareto_front: the app's public helper)
 from demo.variants import Registry, load_variant
@@ -63,7 +63,8 @@ def build_app(comparer: Comparer, designer: Designer | None = None) -> gr.Blocks
                                          label=f"Variants ({MIN_UI_VARIANTS}-{MAX_COLUMNS})", elem_id="picked")
                     max_tokens = gr.Slider(1, MAX_NEW_TOKENS, value=DEFAULT_MAX_NEW_TOKENS, step=1,
                                            label="Max new tokens")
-                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="Ask something")
+                prompt = gr.Textbox(REFERENCE_PROMPTS[0], label="Prompt", lines=3,
+                                    placeholder="e.g. " + " / ".join(REFERENCE_PROMPTS))
                 audio = gr.Audio(sources=["upload"], type="filepath", label="Audio (WAV), for variants that kept audio")
                 run = gr.Button("Run", variant="primary")
                 status = gr.Markdown()

@@ -31,18 +31,16 @@ import numpy as np
 from demo.variants import Registry, Variant
 from evaluation.metrics import divergence
 from gemma3n.errors import UserError
+from standins import nano
 from web_export.runtime import BundleRuntime, Prompt
 
 USED_SESSIONS = ("embed_tokens", "decoder_model_merged", "audio_encoder")
 DEFAULT_MAX_NEW_TOKENS = 32
 MAX_NEW_TOKENS = 256
 MAX_AUDIO_SECONDS = 30.0
-# Short fixed prompts for the plot's quality retention, which must not depend on what a user typed.
-REFERENCE_PROMPTS = (
-    "Write one sentence about the sea.",
-    "What is the capital of France?",
-    "List three prime numbers.",
-)
+# Short fixed prompts for the plot's quality retention, which must not depend on what a user typed: the default
+# model's own prompts, which it was trained to answer, so retention compares answers rather than noise.
+REFERENCE_PROMPTS = nano.PROMPTS
 
 
 class InputError(ValueError):

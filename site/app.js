@@ -524,6 +524,12 @@ async function loadVariant() {
     $('progress-text').textContent = `Loaded ${v.label} (${dtype}, ${state.backend.device}) in ${(ms / 1000).toFixed(2)} s.`;
     $('prompt').disabled = false;
     $('prompt').placeholder = 'Say something to the model';
+    // The default model's own prompts (models.json lists them for it): it was trained to answer these.
+    const prompts = state.models.prompts ?? [];
+    if (prompts.length && !$('prompt').value) {
+        $('prompt').value = prompts[0];
+        $('prompt').placeholder = `e.g. ${prompts.join(' / ')}`;
+    }
     $('send').disabled = false;
     $('audio-input').hidden = !state.withAudio;
     $('prompt').focus();

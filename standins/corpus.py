@@ -1,15 +1,20 @@
 """English text and a small Gemma-style BPE tokenizer for the nano model, both made offline.
 
-Why this source: the nano model must learn from freely licensed English prose that is on every machine
-the project runs on, with no download at build time. The CPython interpreter ships its own documentation:
-``pydoc_data/topics.py`` (the Language Reference sections that ``help()`` prints) and the docstrings of
-the pure-Python standard library. Both come with the interpreter package itself (python.org builds,
-pyenv, Debian's ``libpython3.11-stdlib``), under the Python Software Foundation License 2.0, a permissive
-free licence. Neither needs a package installed beside the project, so CI and a newcomer's first
-``build_web`` have it too. About 0.9 MB of prose remains once code, grammar and tables are filtered out.
+Why these sources: the nano model must learn from freely licensed English prose that is on every machine
+the project runs on, with no download at build time, and it must know general English, not only one
+manual's, or its slices compare noise on everyday text. Two sources, each split into training and
+held-out paragraphs of its own so each can be scored apart:
 
-The text depends on the interpreter's version, so the corpus (and the nano model) is deterministic for one
-Python version; ``corpus_fingerprint`` names it.
+- ``python-docs``: the documentation the CPython interpreter ships (``pydoc_data/topics.py``, the Language
+  Reference sections that ``help()`` prints, and the docstrings of the pure-Python standard library),
+  under the Python Software Foundation License 2.0. It comes with the interpreter itself; about 0.9 MB of
+  prose remains once code, grammar and tables are filtered out.
+- ``wordnet``: WordNet 3.0's glosses and example sentences as English sentences (``standins.wordnet``),
+  under the WordNet 3.0 License (Princeton University, permissive), from Debian's ``wordnet-base``; about
+  13 MB of short general-English sentences.
+
+The text depends on the interpreter's version and the installed WordNet, so the corpus (and the nano model)
+is deterministic for one pair of them; ``sources_key`` names it.
 
 The tokenizer is Gemma's: a byte-fallback BPE whose normalizer turns spaces into ``▁``, with Gemma's
 special tokens at Gemma's ids (0..6), the 256 ``<0xNN>`` byte tokens, then the learned pieces. It is
@@ -31,22 +36,49 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
+from standins import wordnet
+
 SPACE = "▁"
 BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
 # Packages whose docstrings are mostly not prose (tests, generated tables, GUI demos, vendored code).
 SKIPPED_PACKAGES = ("test", "idlelib", "lib2to3", "ensurepip", "turtledemo", "site-packages", "tkinter", "encodings")
-HELD_OUT_EVERY = 20  # every 20th paragraph is held out for perplexity
+HELD_OUT_EVERY = 20  # every 20th paragraph of each source is held out for perplexity
+CHAT_EVERY = 3  # every third training paragraph is also shown as a chat turn, so the chat template gets answers
 
 _ROLE = re.compile(r":[a-z]+(?::[a-z]+)?:`([^`]*)`")  # reST roles such as :func:`len` -> len
 _MARKUP = re.compile(r"[`*|\\]")
 
 
 @dataclass(frozen=True)
-class Corpus:
-    """Training and held-out paragraphs, one paragraph per string, in a fixed order."""
+class Source:
+    """One source's training and held-out paragraphs (disjoint, fixed order) and its chat turns.
 
+    ``chats`` are (question, answer) pairs made from training paragraphs only, so no held-out text is seen.
+    """
+
+    name: str
+    note: str  # where the text comes from and under which licence, for the model card and README
     train: list[str]
     held_out: list[str]
+    chats: list[tuple[str, str]]
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The sources, in a fixed order; ``train`` and ``held_out`` are all sources' paragraphs together."""
+
+    sources: tuple[Source, ...]
+
+    @property
+    def train(self) -> list[str]:
+        return [p for source in self.sources for p in source.train]
+
+    @property
+    def held_out(self) -> list[str]:
+        return [p for source in self.sources for p in source.held_out]
+
+    def source(self, name: str) -> Source:
+        return next(s for s in self.sources if s.name == name)
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256("\n".join(self.train + ["\0"] + self.held_out).encode())
@@ -103,27 +135,44 @@ def paragraphs(text: str) -> list[str]:
     return out
 
 
-def load_corpus() -> Corpus:
-    """Every prose paragraph of the interpreter's documentation, deduplicated, split train / held-out."""
-    seen: set[str] = set()
-    unique = []
-    for document in _topic_texts() + _docstring_texts():
-        for paragraph in paragraphs(document):
-            if paragraph not in seen:
-                seen.add(paragraph)
-                unique.append(paragraph)
-    train = [p for i, p in enumerate(unique) if i % HELD_OUT_EVERY]
-    held_out = [p for i, p in enumerate(unique) if not i % HELD_OUT_EVERY]
-    return Corpus(train, held_out)
+def _first_sentence_chat(paragraph: str) -> tuple[str, str] | None:
+    """A documentation paragraph as a chat exchange: its first sentence asked, the rest answered."""
+    head, sep, rest = paragraph.partition(". ")
+    return (f"{head}.", rest) if sep and rest else None
 
 
-def source_note() -> str:
-    """One line for the model card: where the text came from and under which licence."""
+def _split(name: str, note: str, paragraphs: list[str], chats: list[tuple[str, str] | None]) -> Source:
+    """Every HELD_OUT_EVERY-th paragraph held out; every CHAT_EVERY-th training one also becomes a chat turn."""
+    train = [i for i in range(len(paragraphs)) if i % HELD_OUT_EVERY]
+    turns = [chat for n, i in enumerate(train) if not n % CHAT_EVERY and (chat := chats[i])]
+    held_out = [paragraphs[i] for i in range(len(paragraphs)) if not i % HELD_OUT_EVERY]
+    return Source(name, note, [paragraphs[i] for i in train], held_out, turns)
+
+
+def python_docs() -> Source:
+    """Every prose paragraph of the interpreter's documentation, deduplicated, in a fixed order."""
+    unique = list(dict.fromkeys(p for document in _topic_texts() + _docstring_texts() for p in paragraphs(document)))
     version = ".".join(map(str, sys.version_info[:3]))
-    return (
-        f"CPython {version}'s bundled documentation (pydoc_data topics and standard-library docstrings), "
-        "Python Software Foundation License 2.0"
-    )
+    note = (f"CPython {version}'s bundled documentation (pydoc_data topics and standard-library docstrings), "
+            "Python Software Foundation License 2.0")
+    return _split("python-docs", note, unique, [_first_sentence_chat(p) for p in unique])
+
+
+def wordnet_source() -> Source:
+    """WordNet's synsets as definition paragraphs; each training one's chat turn asks for the definition."""
+    entries = list(dict((paragraph, question) for question, paragraph in wordnet.entries()).items())
+    note = f"WordNet 3.0 glosses and example sentences (Debian wordnet-base), {wordnet.LICENSE}"
+    return _split("wordnet", note, [p for p, _ in entries], [(q, p) for p, q in entries])
+
+
+def load_corpus() -> Corpus:
+    """Both sources, each split train / held-out. Raises UserError when WordNet is not installed."""
+    return Corpus((python_docs(), wordnet_source()))
+
+
+def sources_key() -> str:
+    """What the corpus depends on besides code: the Python version (its docs) and the installed WordNet."""
+    return f"python{'.'.join(map(str, sys.version_info[:3]))}-wordnet{wordnet.fingerprint()}"
 
 
 # --- Tokenizer -------------------------------------------------------------------------------------------

@@ -5,14 +5,14 @@ The default is the nano Gemma 3n (`standins.nano`): trained MatFormer-style, so 
 reachable as `default_checkpoint(kind="tiny")` for tests that only need the structure.
 
 Either is built offline on first use and cached under `.cache/models/`, keyed by the code that makes it
-(and, for nano, the Python version, whose bundled documentation is the training text), so `build_web`,
+(and, for nano, the training text's sources: the Python version, whose bundled documentation is one, and the
+installed WordNet's files, see `standins.corpus.sources_key`), so `build_web`,
 `demo` and `eval` share one copy and rebuild only when that code changes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
@@ -34,10 +34,10 @@ def _builder(kind: Kind) -> tuple[str, Callable[[Path, int], Path]]:
 
         return _code_key("tiny", "folder"), lambda out, seed: write_tiny(out, seed=seed)
     if kind == "nano":
+        from standins.corpus import sources_key
         from standins.nano import write_nano
 
-        python = ".".join(map(str, sys.version_info[:3]))
-        return (_code_key("nano", "corpus", "tiny", "folder", extra=python),
+        return (_code_key("nano", "corpus", "wordnet", "tiny", "folder", extra=sources_key()),
                 lambda out, seed: write_nano(out, seed=seed))
     raise ValueError(f"unknown default model kind {kind!r}: choose nano or tiny")
 

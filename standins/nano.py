@@ -3,9 +3,10 @@
 Why this exists: the real Gemma 3n weights cannot be downloaded here, and a random model answers in noise,
 so slices of it differ only in which noise they print. This module trains a Gemma 3n at nano size (same
 classes and config fields as E4B: AltUp, LAuReL, per-layer embeddings, KV sharing, activation sparsity
-on the first layers, sliding and full attention) on English prose (see ``standins.corpus``: CPython's
-bundled documentation, PSF License 2.0) with a small BPE tokenizer that keeps Gemma's special tokens and
-chat template. Its slices then behave as the real model's do: measurably worse the more is cut.
+on the first layers, sliding and full attention) on English prose (see ``standins.corpus``: WordNet 3.0's
+glosses and examples as sentences, WordNet 3.0 License, beside CPython's bundled documentation, PSF License
+2.0) with a small BPE tokenizer that keeps Gemma's special tokens and chat template. Its slices then behave
+as the real model's do: measurably worse the more is cut.
 
 MatFormer training: every step samples one sub-model and trains it. FFN widths are nested, the first
 ``w`` units of each layer, at three granularities (full, 1/2, 1/4; sometimes mixed per layer, as
@@ -30,7 +31,8 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,8 +45,9 @@ from transformers import Gemma3nForCausalLM, Gemma3nTextConfig, GemmaTokenizer
 
 from slicer.plan import SliceSpec
 from standins import tiny
-from standins.corpus import BYTE_TOKENS, Corpus, load_corpus, source_note, train_pieces
+from standins.corpus import BYTE_TOKENS, Corpus, load_corpus, train_pieces
 from standins.folder import (
+    CHAT_TEMPLATE,
     gemma_tokenizer,
     generation_config,
     random_model,
@@ -83,17 +86,29 @@ SPARSE_LAYERS = 2  # activation sparsity 0.95 on the first layers, as E4B has on
 # --- Training --------------------------------------------------------------------------------------------
 SEQ_LEN = 128
 BATCH = 8
-DEFAULT_STEPS = 600
+DEFAULT_STEPS = 1200
 LEARNING_RATE = 3e-3
 WARMUP = 40
-# One thread: on a 2-core machine shared with other work, two OpenMP threads ran 10-15x slower than one
-# (each waits for the other's core), and one thread also makes the run bit-for-bit repeatable.
-THREADS = 1
+FINAL_LEARNING_RATE = 0.1  # of LEARNING_RATE, where the cosine ends
+# Rows of each batch drawn from each corpus source: mostly general English (WordNet), some documentation.
+MIX = {"python-docs": 2, "wordnet": 6}
+# Two cores, used as two Python threads of one intra-op thread each: every batch is split in two halves whose
+# forward and backward run concurrently (torch releases the GIL inside its kernels), and the halves' gradients
+# are summed in a fixed order, so a seed gives the same weights bit for bit. Two OpenMP threads instead ran
+# 10-15x slower on a 2-core machine shared with other work (each waits for the other's core) and were not
+# repeatable. The model is small enough that Python overhead limits what the second thread adds: on a busy
+# 2-core machine a short A/B measured the same time per step with one worker and with two.
+THREADS = 1  # intra-op threads per worker
+WORKERS = 2  # Python threads, one half-batch each
+EVAL_TOKENS = 32_768  # held-out tokens scored per source (the first ones), for the model card and the benchmark
+# Prompts the demo and the site offer first, and the model card's samples: questions the WordNet chat turns
+# taught the model to answer, and one sentence in the documentation's register.
+PROMPTS = ("What is a river?", "What does it mean to swim?", "The file is opened for reading.")
+SAMPLE_TOKENS = 30
 GRANULARITIES = (1, 2, 4)  # FFN width divisors: full, half, quarter (nested: the first units)
 WIDTH_WEIGHTS = (0.45, 0.3, 0.15)  # the remaining 0.1: an independent granularity per layer (Mix-n-Match)
 SKIPPABLE = (6, 7, 8)  # KV-sharing reuse layers; the store layers 4 and 5 are never skipped
 SKIP_PROBABILITY = 0.3
-CHAT_EVERY = 3  # every third paragraph is also shown as a chat turn, so the chat template gets answers
 
 
 @dataclass(frozen=True)
@@ -110,10 +125,10 @@ class SubModel:
         return SliceSpec(layers_to_skip=tuple(sorted(self.skipped)), ffn_dims=tuple(kept), modalities=modalities)
 
 
-# Named slices used by the model card and the tests.
+# Named slices used by the model card, the demo, the site and the tests: nested, each inside the one before.
 PARENT = SubModel((FFN_WIDTH,) * NUM_LAYERS)
-E2B_LIKE = SubModel((FFN_WIDTH // 2,) * NUM_LAYERS, frozenset({8}))
-HARSH = SubModel((FFN_WIDTH // 4,) * NUM_LAYERS, frozenset({7, 8}))
+E2B_LIKE = SubModel((FFN_WIDTH // 2,) * NUM_LAYERS, frozenset({7, 8}))
+HARSH = SubModel((FFN_WIDTH // 4,) * NUM_LAYERS, frozenset({6, 7, 8}))
 NAMED = {"parent": PARENT, "e2b_like": E2B_LIKE, "harsh": HARSH}
 
 
@@ -181,28 +196,37 @@ def build_tokenizer(corpus: Corpus) -> GemmaTokenizer:
 
 
 # --- Data ------------------------------------------------------------------------------------------------
-def _chat(paragraph: str) -> str | None:
-    """The paragraph as a chat exchange: its first sentence asked, the rest answered; None if one sentence."""
-    head, sep, rest = paragraph.partition(". ")
-    if not sep or not rest:
-        return None
-    return f"<start_of_turn>user\n{head}.<end_of_turn>\n<start_of_turn>model\n{rest}<end_of_turn>\n"
+def chat_turn(question: str, answer: str) -> str:
+    """One exchange as Gemma's chat template writes it (the answer closed by <end_of_turn>)."""
+    return f"<start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n{answer}<end_of_turn>\n"
 
 
-def token_stream(tokenizer: GemmaTokenizer, paragraphs: list[str], chat: bool) -> torch.Tensor:
-    """All paragraphs as one id stream, each opened by <bos> and closed by <eos> (or a chat turn)."""
-    documents = list(paragraphs)
-    if chat:
-        documents += [c for i, p in enumerate(paragraphs) if not i % CHAT_EVERY and (c := _chat(p))]
+def token_stream(tokenizer: GemmaTokenizer, paragraphs: list[str],
+                 chats: Sequence[tuple[str, str]] = ()) -> torch.Tensor:
+    """All paragraphs, then all chat turns, as one id stream, each opened by <bos> and closed by <eos>."""
+    documents = list(paragraphs) + [chat_turn(question, answer) for question, answer in chats]
     ids = tokenizer(documents, add_special_tokens=True).input_ids
     return torch.tensor([t for doc in ids for t in [*doc, EOS_ID]], dtype=torch.long)
 
 
-def batches(stream: torch.Tensor, generator: torch.Generator) -> Iterator[torch.Tensor]:
-    """Random windows of SEQ_LEN + 1 tokens, BATCH at a time, forever."""
+def training_streams(tokenizer: GemmaTokenizer, corpus: Corpus) -> list[tuple[torch.Tensor, int]]:
+    """Each source's training stream (paragraphs and chat turns) with the rows it gets in every batch."""
+    return [(token_stream(tokenizer, source.train, source.chats), MIX[source.name]) for source in corpus.sources]
+
+
+def held_out_streams(tokenizer: GemmaTokenizer, corpus: Corpus, tokens: int = EVAL_TOKENS) -> dict[str, torch.Tensor]:
+    """Each source's held-out paragraphs as a stream, cut to its first ``tokens`` tokens."""
+    return {source.name: token_stream(tokenizer, source.held_out)[: tokens + 1] for source in corpus.sources}
+
+
+def batches(streams: Sequence[tuple[torch.Tensor, int]], generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """Random windows of SEQ_LEN + 1 tokens, the given number of rows from each stream, forever."""
     while True:
-        starts = torch.randint(0, len(stream) - SEQ_LEN - 1, (BATCH,), generator=generator)
-        yield torch.stack([stream[s : s + SEQ_LEN + 1] for s in starts.tolist()])
+        rows = []
+        for stream, count in streams:
+            starts = torch.randint(0, len(stream) - SEQ_LEN - 1, (count,), generator=generator)
+            rows += [stream[s : s + SEQ_LEN + 1] for s in starts.tolist()]
+        yield torch.stack(rows)
 
 
 # --- MatFormer sub-models inside one model ---------------------------------------------------------------
@@ -258,7 +282,7 @@ def sample_sub_model(rng: random.Random) -> SubModel:
         widths = tuple(FFN_WIDTH // rng.choice(GRANULARITIES) for _ in range(NUM_LAYERS))
     skipped = frozenset()
     if rng.random() < SKIP_PROBABILITY:
-        skipped = frozenset(rng.sample(SKIPPABLE, rng.choice((1, 2))))
+        skipped = frozenset(rng.sample(SKIPPABLE, rng.randint(1, len(SKIPPABLE))))
     return SubModel(widths, skipped)
 
 
@@ -267,12 +291,56 @@ def _learning_rate(step: int, steps: int) -> float:
     if step < WARMUP:
         return LEARNING_RATE * (step + 1) / WARMUP
     progress = (step - WARMUP) / max(1, steps - WARMUP)
-    return LEARNING_RATE * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+    floor = FINAL_LEARNING_RATE
+    return LEARNING_RATE * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
 def _loss(model: Gemma3nForCausalLM, batch: torch.Tensor) -> torch.Tensor:
     logits = model(input_ids=batch[:, :-1], use_cache=False).logits
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+
+
+def _in_one_thread(work: Callable[[], Any]) -> Callable[[], Any]:
+    """``work`` with this worker thread's intra-op threads at THREADS (OpenMP's count is per thread)."""
+
+    def run() -> Any:
+        torch.set_num_threads(THREADS)
+        return work()
+
+    return run
+
+
+def _parallel(pool: ThreadPoolExecutor, tasks: Sequence[Callable[[], Any]]) -> list[Any]:
+    """Run the tasks on the pool's threads and return their results in the tasks' order."""
+    return [future.result() for future in [pool.submit(_in_one_thread(task)) for task in tasks]]
+
+
+def _half_gradients(model: torch.nn.Module, params: list[torch.nn.Parameter],
+                    rows: torch.Tensor) -> tuple[float, list[torch.Tensor | None]]:
+    loss = _loss(model, rows)
+    return loss.item(), list(torch.autograd.grad(loss, params, allow_unused=True))
+
+
+def _step_gradients(model: torch.nn.Module, params: list[torch.nn.Parameter], batch: torch.Tensor,
+                    pool: ThreadPoolExecutor) -> float:
+    """Set every parameter's .grad to the batch's mean-loss gradient, computed as WORKERS halves in parallel.
+
+    The halves' gradients are summed in their fixed order, so the result does not depend on which thread
+    finished first: training is bit-for-bit repeatable. A parameter the sampled sub-model does not use
+    keeps no gradient, so AdamW leaves it (and its moments) untouched, as one backward() would.
+    """
+    halves = batch.chunk(WORKERS)
+    results = _parallel(pool, [lambda rows=rows: _half_gradients(model, params, rows) for rows in halves])
+    for i, param in enumerate(params):
+        grads = [grads[i] for _, grads in results]
+        if grads[0] is None:
+            param.grad = None
+            continue
+        total = grads[0].clone()
+        for grad in grads[1:]:
+            total += grad
+        param.grad = total.div_(len(grads))
+    return sum(loss for loss, _ in results) / len(results)
 
 
 @dataclass
@@ -283,50 +351,88 @@ class TrainResult:
     final_loss: float
 
 
-def train(model: Gemma3nForCausalLM, stream: torch.Tensor, *, steps: int, seed: int, matformer: bool) -> TrainResult:
+def train(model: Gemma3nForCausalLM, streams: Sequence[tuple[torch.Tensor, int]], *, steps: int, seed: int,
+          matformer: bool) -> TrainResult:
     """Train the text decoder in place: AdamW, warmup then cosine decay, one sampled sub-model per step."""
     generator = torch.Generator().manual_seed(seed)
     rng = random.Random(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.95), weight_decay=0.0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=LEARNING_RATE, betas=(0.9, 0.95), weight_decay=0.0)
     model.train()
     start, smoothed = time.monotonic(), float("nan")
-    with sub_models(model) as select, tqdm(total=steps, desc="training nano", unit="step") as bar:
-        for step, batch in zip(range(steps), batches(stream, generator), strict=False):
+    with (sub_models(model) as select, ThreadPoolExecutor(WORKERS) as pool,
+          tqdm(total=steps, desc="training nano", unit="step") as bar):
+        for step, batch in zip(range(steps), batches(streams, generator), strict=False):
             select(sample_sub_model(rng) if matformer else PARENT)
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(step, steps)
-            loss = _loss(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            loss = _step_gradients(model, params, batch, pool)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
-            smoothed = loss.item() if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss.item()
+            smoothed = loss if math.isnan(smoothed) else 0.95 * smoothed + 0.05 * loss
             bar.set_postfix(loss=f"{smoothed:.3f}")
             bar.update()
     model.eval()
-    return TrainResult(steps, steps * BATCH * SEQ_LEN, time.monotonic() - start, smoothed)
+    return TrainResult(steps, steps * len(batch) * SEQ_LEN, time.monotonic() - start, smoothed)
 
 
 @torch.no_grad()
 def perplexity(model: torch.nn.Module, stream: torch.Tensor, seq_len: int = SEQ_LEN) -> float:
-    """exp(mean next-token loss) over non-overlapping windows of the stream (works for any causal LM)."""
+    """exp(mean next-token loss) over non-overlapping windows of the stream (works for any causal LM).
+
+    The windows are scored WORKERS chunks at a time in parallel; each chunk's sum is exact, so the result
+    does not depend on the threads.
+    """
     windows = stream[: (len(stream) - 1) // seq_len * seq_len + 1]
     inputs = windows[:-1].view(-1, seq_len)
     targets = windows[1:].view(-1, seq_len)
-    total = 0.0
-    for rows in range(0, len(inputs), 32):
-        logits = model(input_ids=inputs[rows : rows + 32], use_cache=False).logits
-        total += F.cross_entropy(logits.flatten(0, 1), targets[rows : rows + 32].flatten(), reduction="sum").item()
+
+    def chunk_loss(rows: slice) -> float:
+        logits = model(input_ids=inputs[rows], use_cache=False).logits
+        return F.cross_entropy(logits.flatten(0, 1), targets[rows].flatten(), reduction="sum").item()
+
+    chunks = [slice(row, row + 32) for row in range(0, len(inputs), 32)]
+    with ThreadPoolExecutor(WORKERS) as pool:
+        total = math.fsum(_parallel(pool, [lambda rows=rows: chunk_loss(rows) for rows in chunks]))
     return math.exp(total / targets.numel())
 
 
-def sub_model_perplexities(model: Gemma3nForCausalLM, stream: torch.Tensor) -> dict[str, float]:
-    """Held-out perplexity of the parent and the named slices, computed inside the trained model."""
+def sub_model_perplexities(model: Gemma3nForCausalLM, streams: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Held-out perplexity of the parent and the named slices on each stream, computed inside the trained model."""
     with sub_models(model) as select:
         out = {}
         for name, sub in NAMED.items():
             select(sub)
-            out[name] = perplexity(model, stream)
+            out[name] = {source: perplexity(model, stream) for source, stream in streams.items()}
+    return out
+
+
+@torch.no_grad()
+def greedy(model: torch.nn.Module, tokenizer: GemmaTokenizer, prompt: str, new_tokens: int = SAMPLE_TOKENS) -> str:
+    """The model's greedy answer to ``prompt`` under the chat template, up to <end_of_turn> or ``new_tokens``.
+
+    A plain loop without a KV cache, so it also runs inside ``sub_models`` (whose skipped layers have none).
+    """
+    text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True, chat_template=CHAT_TEMPLATE)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
+    start = ids.shape[1]
+    for _ in range(new_tokens):
+        token = model(input_ids=ids, use_cache=False).logits[0, -1].argmax()
+        if token.item() in (EOS_ID, END_OF_TURN_ID):
+            break
+        ids = torch.cat([ids, token.view(1, 1)], dim=1)
+    return tokenizer.decode(ids[0, start:], skip_special_tokens=True)
+
+
+def sub_model_samples(model: Gemma3nForCausalLM, tokenizer: GemmaTokenizer,
+                      prompts: Sequence[str] = PROMPTS) -> dict[str, dict[str, str]]:
+    """Greedy answers of the parent and each named slice to each prompt."""
+    with sub_models(model) as select:
+        out = {}
+        for name, sub in NAMED.items():
+            select(sub)
+            out[name] = {prompt: greedy(model, tokenizer, prompt) for prompt in prompts}
     return out
 
 
@@ -341,12 +447,42 @@ def _threads(count: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def _trained_decoder(stream: torch.Tensor, seed: int, steps: int, matformer: bool) -> tuple[Any, TrainResult]:
-    with torch.random.fork_rng(devices=[]):
+def _trained_decoder(streams: torch.Tensor | Sequence[tuple[torch.Tensor, int]], seed: int, steps: int,
+                     matformer: bool) -> tuple[Any, TrainResult]:
+    """A fresh decoder from ``seed`` trained on ``streams`` (or one stream filling every batch)."""
+    if isinstance(streams, torch.Tensor):
+        streams = [(streams, BATCH)]
+    with torch.random.fork_rng(devices=[]), _threads(THREADS):
         torch.manual_seed(seed)
         model = Gemma3nForCausalLM(Gemma3nTextConfig.from_dict(text_config())).to(torch.float32)
-        result = train(model, stream, steps=steps, seed=seed, matformer=matformer)
+        result = train(model, streams, steps=steps, seed=seed, matformer=matformer)
     return model, result
+
+
+@dataclass
+class NanoRun:
+    """One trained decoder with what it was trained on and what it measures: the model card's contents."""
+
+    seed: int
+    matformer: bool
+    corpus: Corpus
+    tokenizer: GemmaTokenizer
+    decoder: Gemma3nForCausalLM
+    result: TrainResult
+    perplexities: dict[str, dict[str, float]]  # sub-model -> source -> held-out perplexity
+    samples: dict[str, dict[str, str]]  # sub-model -> prompt -> greedy answer
+
+
+def train_nano(*, seed: int = 0, steps: int | None = None, matformer: bool = True) -> NanoRun:
+    """Train the nano decoder and measure its named slices on each source's held-out text (no files written)."""
+    corpus = load_corpus()
+    tokenizer = build_tokenizer(corpus)
+    decoder, result = _trained_decoder(training_streams(tokenizer, corpus), seed,
+                                       DEFAULT_STEPS if steps is None else steps, matformer)
+    with _threads(THREADS):
+        ppl = sub_model_perplexities(decoder, held_out_streams(tokenizer, corpus))
+        samples = sub_model_samples(decoder, tokenizer)
+    return NanoRun(seed, matformer, corpus, tokenizer, decoder, result, ppl, samples)
 
 
 def _full_model(decoder: Gemma3nForCausalLM, text_only: bool, seed: int) -> torch.nn.Module:
@@ -360,54 +496,63 @@ def _full_model(decoder: Gemma3nForCausalLM, text_only: bool, seed: int) -> torc
     return model
 
 
-def _model_card(matformer: bool, seed: int, result: TrainResult, ppl: dict[str, float], corpus: Corpus) -> str:
-    mode = "MatFormer sampling" if matformer else "full model only (no MatFormer sampling: a baseline)"
-    rows = "\n".join(f"| {name} | {value:.2f} |" for name, value in ppl.items())
+def _model_card(run: NanoRun) -> str:
+    mode = "MatFormer sampling" if run.matformer else "full model only (no MatFormer sampling: a baseline)"
+    sources = [source.name for source in run.corpus.sources]
+    texts = "\n".join(f"  - `{source.name}`: {source.note}; {len(source.train)} training and "
+                      f"{len(source.held_out)} held-out paragraphs, {MIX[source.name]} of every {BATCH} rows"
+                      for source in run.corpus.sources)
+    header = "| sub-model | " + " | ".join(sources) + " |\n|---|" + "---:|" * len(sources)
+    rows = "\n".join(f"| {name} | " + " | ".join(f"{ppl[s]:.2f}" for s in sources) + " |"
+                     for name, ppl in run.perplexities.items())
+    samples = "\n".join(f"- **{name}**, *{prompt}* → {answer!r}"
+                        for name, answers in run.samples.items() for prompt, answer in answers.items())
     return f"""---
 library_name: transformers
 tags: [gemma3n, matformer, matslice, nano]
 ---
-# Nano Gemma 3n (seed {seed})
+# Nano Gemma 3n (seed {run.seed})
 
 A Gemma 3n (Gemma3nForConditionalGeneration) at nano size, made by `matslice nano` fully offline.
 
-- **Text decoder: trained** on CPU, {result.steps} steps of {BATCH} x {SEQ_LEN} tokens, {mode}.
+- **Text decoder: trained** on CPU, {run.result.steps} steps of {BATCH} x {SEQ_LEN} tokens, {mode}
+  ({run.result.seconds / 60:.1f} minutes on {WORKERS} threads).
   MatFormer steps sample nested FFN widths (full, 1/2, 1/4, or a per-layer mix; always the first units)
   and sometimes skip KV-sharing layers {list(SKIPPABLE)}, so Mix-n-Match slices work without retraining.
 - **Audio and vision towers: random** (untrained): they make the multimodal paths run, nothing more.
-- Training text: {source_note()} ({len(corpus.train)} paragraphs, corpus {corpus.fingerprint()}).
+- Training text (corpus {run.corpus.fingerprint()}):
+{texts}
 - Tokenizer: byte-fallback BPE with {TEXT_VOCAB_SIZE} text ids trained with the `tokenizers` library,
   Gemma's special tokens at Gemma's ids and Gemma 3n's chat template.
 
-## Held-out perplexity ({len(corpus.held_out)} paragraphs)
-| sub-model | perplexity |
-|---|---:|
+## Held-out perplexity (the first {EVAL_TOKENS:,} held-out tokens of each source at most)
+{header}
 {rows}
 
-`e2b_like`: every FFN at 1/2 width, layer 8 skipped; `harsh`: 1/4 width, layers 7 and 8 skipped.
-This is a toy: it writes English-looking sentences about Python, not answers.
+`e2b_like`: every FFN at 1/2 width, layers 7 and 8 skipped; `harsh`: every FFN at 1/4 width, layers 6, 7
+and 8 skipped (6-9 reuse the KV cache of layers 4 and 5, which are never skipped). Each is nested in the one
+before it.
+
+## Greedy samples (chat template, up to {SAMPLE_TOKENS} new tokens)
+{samples}
+
+This is a toy: it writes English-looking definitions and Python-manual sentences, not reliable answers.
 """
 
 
 def write_nano(out: Path, *, seed: int = 0, steps: int | None = None, matformer: bool = True) -> Path:
     """Train the nano Gemma 3n from ``seed`` and write its checkpoint folder to ``out``; return ``out``.
 
-    Same files as ``write_tiny`` plus a model card. Deterministic for one seed, step count, Python version
-    and machine type (training runs on 2 threads). Falls back to text-only without timm, like write_tiny.
+    Same files as ``write_tiny`` plus a model card. Deterministic for one seed, step count, Python version,
+    WordNet package and machine type. Falls back to text-only without timm, like write_tiny.
     """
     text_only = (problem := timm_problem()) is not None
     if text_only:
         warn_text_only("nano", problem)
-    corpus = load_corpus()
-    tokenizer = build_tokenizer(corpus)
-    with _threads(THREADS):
-        stream = token_stream(tokenizer, corpus.train, chat=True)
-        decoder, result = _trained_decoder(stream, seed, DEFAULT_STEPS if steps is None else steps, matformer)
-        ppl = sub_model_perplexities(decoder, token_stream(tokenizer, corpus.held_out, chat=False))
-    model = _full_model(decoder, text_only, seed)
+    run = train_nano(seed=seed, steps=steps, matformer=matformer)
+    model = _full_model(run.decoder, text_only, seed)
     model.generation_config = generation_config(BOS_ID, [EOS_ID, END_OF_TURN_ID], PAD_ID)
-    return write_folder(out, model, tokenizer, text_only=text_only, card=_model_card(matformer, seed, result, ppl,
-                                                                                        corpus))
+    return write_folder(out, model, run.tokenizer, text_only=text_only, card=_model_card(run))
 
 
 def write_random_nano(out: Path, *, seed: int = 0, text_only: bool = True) -> Path:

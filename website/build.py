@@ -95,9 +95,16 @@ def parent_id(model: Path, is_default: bool) -> str:
 
 
 def default_slice(config: ModelConfig) -> tuple[SliceSpec, str]:
-    """The default's browser slice: drop the second-to-last layer (KV-sharing in Gemma 3n, so no KV store is
-    lost), halve every FFN (a width MatFormer training nests) and keep text only, like the E0.40B-text preset."""
-    layers, width = config.text.num_hidden_layers, max(config.text.intermediate_size) // 2
+    """The default's browser slice: the nano model's E2B-like slice, text only, the one it was MatFormer-trained
+    to serve (every FFN at half width, KV-sharing layers 7 and 8 dropped), so the page's default variant is a
+    nested sub-model rather than an arbitrary cut. A default of another shape gets the same idea generically:
+    the second-to-last layer (KV-sharing in Gemma 3n, so no KV store is lost) dropped and every FFN halved."""
+    from standins import nano
+
+    text = config.text
+    if (text.num_hidden_layers, max(text.intermediate_size)) == (nano.NUM_LAYERS, nano.FFN_WIDTH):
+        return nano.E2B_LIKE.slice_spec(modalities=("text",)), "e2b-like-text"
+    layers, width = text.num_hidden_layers, max(text.intermediate_size) // 2
     spec = SliceSpec(layers_to_skip=(layers - 2,), ffn_dims=(width,), modalities=("text",))
     return spec, f"{layers - 1}l-ffn{width}-text"
 
@@ -276,9 +283,13 @@ def copy_site(out: Path) -> None:
             shutil.copyfile(path, target)
 
 
-def write_models_json(out: Path, entries: list[dict[str, Any]], runtime: dict[str, str]) -> None:
+def write_models_json(out: Path, entries: list[dict[str, Any]], runtime: dict[str, str],
+                      prompts: Sequence[str] = ()) -> None:
+    """models.json; ``prompts`` (the default model's own, which it was trained to answer) prefill the page."""
     default = next((e["id"] for e in entries if not e["parent"]), entries[0]["id"] if entries else None)
     data = {"format": 1, "default": default, "runtime": runtime, "variants": entries}
+    if prompts:
+        data["prompts"] = list(prompts)
     tmp = out / ".models.json.tmp"
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(out / "models.json")
@@ -303,10 +314,12 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
     custom_spec(args)  # parses the custom slice's numbers before anything is built
     if args.model is not None and not Path(args.model).is_dir():
         raise UserError(f"--model {args.model} is not a folder: pass a Gemma 3n checkpoint folder")
+    prompts: tuple[str, ...] = ()
     if args.model is None:
         from standins.default import default_checkpoint
+        from standins.nano import PROMPTS
 
-        model = default_checkpoint()
+        model, prompts = default_checkpoint(), PROMPTS
     else:
         model = Path(args.model)
     variants = resolve_variants(args, model, args.model is None)
@@ -317,7 +330,7 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
     remove_stale(out, {v.id for v in variants})
     runtime = vendor_runtime(out)
     if not (out / "models.json").is_file():  # marks OUT as a MatSlice build before the first (long) export
-        write_models_json(out, [], runtime)
+        write_models_json(out, [], runtime, prompts)
     copy_site(out)
     built: list[tuple[dict[str, Any], str]] = []
     for variant in variants:
@@ -330,7 +343,7 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
             export_variant(model, variant, dtypes, bundle)
         note = "reused" if reused else f"built in {time.perf_counter() - started:.0f}s"
         built.append((models_entry(variant, bundle, key, out), note))
-        write_models_json(out, [entry for entry, _ in built], runtime)
+        write_models_json(out, [entry for entry, _ in built], runtime, prompts)
     return built
 
 

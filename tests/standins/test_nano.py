@@ -2,13 +2,16 @@
 
 The fast tests train for a few steps only: they prove the folder is a stock-loadable Gemma 3n with a
 consistent Gemma-style tokenizer, that training is repeatable, and that each MatFormer sub-model computed
-during training is exactly what slice_checkpoint writes. Whether the training buys anything (perplexity
-ordering, MatFormer beating plain training on a slice) needs full runs: the slow test, run with
-MATSLICE_SLOW=1.
+during training is exactly what slice_checkpoint writes. Whether the training buys anything is checked on the
+default checkpoint the suite builds once anyway (`standins.default.default_checkpoint`, cached in
+.cache/models): its nested slices must be worse in order on held-out general English. That the order holds
+for every seed, and that MatFormer beats plain training on the slices, needs three more full runs
+(`matslice bench --only nano`): the slow test, run with MATSLICE_SLOW=1.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -21,10 +24,12 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer, Gemma3nForCausalLM, Gemma3nForConditionalGeneration
 
 from gemma3n.config import load_config, parse_config
+from gemma3n.errors import UserError
 from slicer.checkpoint import slice_checkpoint
 from slicer.plan import make_plan
-from standins import nano
-from standins.corpus import load_corpus, paragraphs
+from standins import nano, wordnet
+from standins.corpus import HELD_OUT_EVERY, load_corpus, paragraphs
+from standins.default import default_checkpoint
 from standins.folder import timm_problem
 
 FILES = {
@@ -49,7 +54,7 @@ def nano_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def held_out(nano_dir: Path) -> torch.Tensor:
     tokenizer = AutoTokenizer.from_pretrained(nano_dir)
-    return nano.token_stream(tokenizer, load_corpus().held_out[:20], chat=False)
+    return nano.token_stream(tokenizer, load_corpus().held_out[:20])
 
 
 def _slice(parent: Path, out: Path, sub: nano.SubModel, modalities: tuple[str, ...] = ("text",)) -> Path:
@@ -68,7 +73,8 @@ def test_folder_loads_in_stock_transformers(nano_dir: Path) -> None:
     roles = load_config(nano_dir).text.kv_roles
     assert "reuse" in roles and "store" in roles
     card = (nano_dir / "README.md").read_text()
-    assert "random" in card and "Python Software Foundation License" in card
+    assert "random" in card and "Python Software Foundation License" in card and "WordNet 3.0 License" in card
+    assert all(prompt in card for prompt in nano.PROMPTS)
 
 
 @needs_timm
@@ -82,7 +88,7 @@ def test_tokenizer_is_gemma_shaped(nano_dir: Path) -> None:
         assert tokenizer.convert_tokens_to_ids(token) == token_id, token
     for name in ("boi", "eoi", "image", "boa", "eoa", "audio"):
         assert getattr(tokenizer, f"{name}_token_id") == config[f"{name}_token_id"], name
-    sample = "The value of x is returned, unless a TypeError is raised.\nCafé 42 ~ {ok}"
+    sample = "The river was navigable for fifty miles, and the value of x is returned.\nCafé 42 ~ {ok}"
     ids = tokenizer(sample).input_ids
     assert ids[0] == nano.BOS_ID and max(ids) < nano.TEXT_VOCAB_SIZE
     assert len(ids) < len(sample) / 2, "BPE merges should shorten English text"
@@ -137,7 +143,8 @@ def test_sub_models_never_skip_store_layers() -> None:
     assert widths == {nano.FFN_WIDTH // d for d in nano.GRANULARITIES}
     assert any(sub.skipped for sub in samples) and any(len(set(sub.widths)) > 1 for sub in samples)
     for sub in samples[:50]:
-        make_plan(nano.nano_config(text_only=True), sub.slice_spec())  # every sampled sub-model is a valid slice
+        config = parse_config(nano.nano_config(text_only=True), "nano")
+        make_plan(config, sub.slice_spec())  # every sampled sub-model is a valid slice
 
 
 def test_training_is_repeatable() -> None:
@@ -148,13 +155,54 @@ def test_training_is_repeatable() -> None:
         assert torch.equal(a, b), key
 
 
-def test_corpus_is_prose() -> None:
+def test_step_gradients_are_the_whole_batch_gradient() -> None:
+    torch.manual_seed(0)
+    model = Gemma3nForCausalLM(nano.Gemma3nTextConfig.from_dict(nano.text_config()))
+    batch = torch.randint(0, nano.TEXT_VOCAB_SIZE, (4, 33), generator=torch.Generator().manual_seed(1))
+    params = list(model.parameters())
+    nano._loss(model, batch).backward()
+    whole = [p.grad.clone() if p.grad is not None else None for p in params]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(nano.WORKERS) as pool:
+        nano._step_gradients(model, params, batch, pool)
+    for param, expected in zip(params, whole, strict=True):
+        assert (param.grad is None) == (expected is None)
+        if expected is not None:
+            torch.testing.assert_close(param.grad, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_corpus_sources_are_prose_each_with_its_own_held_out_split() -> None:
     corpus = load_corpus()
-    assert sum(map(len, corpus.train)) > 500_000 and len(corpus.held_out) > 100
+    assert [source.name for source in corpus.sources] == ["python-docs", "wordnet"]
+    docs, words = corpus.sources
+    assert sum(map(len, docs.train)) > 500_000 and len(docs.held_out) > 100
+    assert sum(map(len, words.train)) > 5_000_000 and len(words.held_out) > 5_000
+    for source in corpus.sources:
+        assert not set(source.train) & set(source.held_out), source.name
+        assert abs(len(source.train) / len(source.held_out) - (HELD_OUT_EVERY - 1)) < 1, source.name
+        assert not {answer for _, answer in source.chats} & set(source.held_out), source.name
     assert not set(corpus.train) & set(corpus.held_out)
+    assert all(question.endswith("?") for question, _ in words.chats)
     assert paragraphs("A sentence that is long enough to count as a paragraph of English prose.\n\n"
                       "   indented = code(that, is, dropped)\n\n>>> print('dropped too, it is a prompt.')") == [
         "A sentence that is long enough to count as a paragraph of English prose."]  # fmt: skip
+
+
+def test_wordnet_synsets_read_as_sentences(tmp_path: Path) -> None:
+    line = ("09411430 17 n 01 river 0 007 @ 09448361 n 0000 | a large natural stream of water (larger than a "
+            'creek); "the river was navigable for 50 miles"  ')
+    assert wordnet.synset_entry(line) == ("What is a river?", "A river is a large natural stream of water (larger "
+                                          "than a creek). The river was navigable for 50 miles.")
+    verb = '01904930 38 v 01 swim 0 001 @ 01835496 v 0000 | travel through water; "We had to swim for 20 minutes"'
+    assert wordnet.synset_entry(verb) == ("What does it mean to swim?",
+                                          "To swim is to travel through water. We had to swim for 20 minutes.")
+    adjective = '00002000 00 s 02 light(a) 0 wakeful 0 000 | (of sleep) easily disturbed; "in a light doze"'
+    assert wordnet.synset_entry(adjective) == ("What does light mean?", "Of sleep, light means easily disturbed. "
+                                               "Other words for it: wakeful. In a light doze.")
+    assert wordnet.synset_entry("  1 This software and database is being provided to you") is None
+    with pytest.raises(UserError, match="apt-get install wordnet-base"):
+        wordnet.data_files(tmp_path)
 
 
 def _perplexities(folder: Path, tmp: Path, stream: torch.Tensor) -> dict[str, float]:
@@ -166,15 +214,34 @@ def _perplexities(folder: Path, tmp: Path, stream: torch.Tensor) -> dict[str, fl
     return out
 
 
+@needs_timm
+def test_default_model_slices_degrade_in_order_on_general_english(tmp_path: Path) -> None:
+    """The default checkpoint (trained once for the whole suite) on ~16k held-out WordNet tokens, as sliced files.
+
+    Each nested slice must be at least 1.5 % worse than the one it sits in, and the parent must have learnt
+    general English: a model of the docs alone scored about 262 here.
+    """
+    folder = default_checkpoint()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    stream = nano.token_stream(tokenizer, load_corpus().source("wordnet").held_out)[: 16 * 1024 + 1]
+    ppl = _perplexities(folder, tmp_path, stream)
+    print(ppl)
+    assert ppl["parent"] < 80, ppl
+    assert ppl["e2b_like"] > 1.015 * ppl["parent"] and ppl["harsh"] > 1.015 * ppl["e2b_like"], ppl
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("MATSLICE_SLOW"), reason="two full nano trainings: set MATSLICE_SLOW=1")
-def test_matformer_slices_degrade_in_order_and_beat_plain_training(tmp_path: Path) -> None:
-    matformer = nano.write_nano(tmp_path / "matformer", seed=0)
-    plain = nano.write_nano(tmp_path / "plain", seed=0, matformer=False)
-    tokenizer = AutoTokenizer.from_pretrained(matformer)
-    stream = nano.token_stream(tokenizer, load_corpus().held_out, chat=False)
-    ours = _perplexities(matformer, tmp_path / "m", stream)
-    theirs = _perplexities(plain, tmp_path / "p", stream)
-    print({"matformer": ours, "plain": theirs})
-    assert ours["parent"] < ours["e2b_like"] < ours["harsh"]
-    assert ours["e2b_like"] < theirs["e2b_like"] and ours["harsh"] < theirs["harsh"]
+@pytest.mark.skipif(not os.environ.get("MATSLICE_SLOW"), reason="three more nano trainings: set MATSLICE_SLOW=1")
+def test_slices_degrade_in_order_for_every_seed_and_matformer_beats_plain_training() -> None:
+    from benchmarks.nano import bench_nano
+
+    found = bench_nano(Path(".cache/bench/nano"))
+    runs = [run["perplexity"] for run in found["runs"].values() if run["matformer"]]
+    print({"matformer": found["matformer"], "plain": found["runs"]["plain-seed0"]["perplexity"]})
+    order = ("parent", "e2b_like", "harsh")
+    for ppl in runs:  # paired by seed: the seeds differ more in level than a slice's gap within one seed does
+        for before, after in itertools.pairwise(order):
+            assert ppl[after]["wordnet"] > 1.015 * ppl[before]["wordnet"], (before, after, ppl)
+    plain = found["runs"]["plain-seed0"]["perplexity"]
+    mean = {sub: by_source["wordnet"]["mean"] for sub, by_source in found["matformer"].items()}
+    assert all(mean[sub] < plain[sub]["wordnet"] for sub in ("e2b_like", "harsh"))

@@ -9,6 +9,10 @@ from pathlib import Path
 
 from conftest import MATSLICE, kill_when, partials
 
+from gemma3n.config import parse_config
+from standins import nano, tiny
+from website.build import default_slice
+
 
 def test_killed_build_then_rebuild(tiny_text: Path, tmp_path: Path) -> None:
     out = tmp_path / "web"
@@ -32,3 +36,10 @@ def test_killed_build_then_rebuild(tiny_text: Path, tmp_path: Path) -> None:
     for name, record in manifest["files"].items():
         assert (out / "models" / "text-small" / name).stat().st_size == record["bytes"], name
     assert not partials(out / "models") and not [p for p in (out / "models").iterdir() if p.name.startswith(".")]
+
+
+def test_default_slice_is_the_nano_models_e2b_like_slice() -> None:
+    spec, name = default_slice(parse_config(nano.nano_config(), "nano"))
+    assert spec == nano.E2B_LIKE.slice_spec(modalities=("text",)) and name == "e2b-like-text"
+    other, _ = default_slice(parse_config(tiny.tiny_config(), "tiny"))  # another shape: the generic cut
+    assert other.modalities == ("text",) and other.layers_to_skip
