@@ -29,6 +29,7 @@ from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
 from gemma3n.modalities import MODALITIES
 from slicer.nesting import nested_widths
+from slicer.options import spec_options
 from slicer.plan import SlicePlan, SliceSpec, make_plan
 from slicer.presets import all_presets
 from slicer.report import bundle_summary, folder_tensors, predicted_bytes
@@ -356,24 +357,7 @@ def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
 
 def options(parent: Parent, design: Design) -> list[str]:
     """The slice as `matslice plan/slice` options (one --ffn-dims width when all kept layers share it)."""
-    spec = spec_of(parent, design)
-    args: list[str] = []
-    if spec.layers_to_skip:
-        args += ["--layers-to-skip", ",".join(map(str, spec.layers_to_skip))]
-    if spec.ffn_dims:
-        dims = spec.ffn_dims[:1] if len(set(spec.ffn_dims)) == 1 else spec.ffn_dims
-        args += ["--ffn-dims", ",".join(map(str, dims))]
-    if spec.audio_layers_to_skip:
-        args += ["--audio-layers-to-skip", ",".join(map(str, spec.audio_layers_to_skip))]
-    if spec.audio_ffn_dim is not None:
-        args += ["--audio-ffn-dim", str(spec.audio_ffn_dim)]
-    if spec.modalities:
-        args += ["--modalities", ",".join(spec.modalities)]
-    if spec.vocab_corpus:
-        args += ["--vocab-corpus", spec.vocab_corpus[0]]
-        args += ["--vocab-size", str(spec.vocab_size)] if spec.vocab_size is not None else []
-        args += [] if spec.vocab_keep_unused else ["--vocab-drop-unused"]
-    return args
+    return spec_options(spec_of(parent, design))
 
 
 def command_lines(parent: Parent, design: Design, out: Path) -> list[list[str]]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slicer.options import spec_options
 from slicer.plan import SliceSpec
 
 
@@ -39,30 +40,8 @@ def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
     return front
 
 
-def slice_options(spec: SliceSpec) -> list[str]:
-    """The `matslice slice` options that write `spec`."""
-    options: list[str] = []
-    if spec.layers_to_skip:
-        options += ["--layers-to-skip", ",".join(map(str, spec.layers_to_skip))]
-    if spec.ffn_dims:
-        options += ["--ffn-dims", ",".join(map(str, spec.ffn_dims))]
-    if spec.audio_layers_to_skip:
-        options += ["--audio-layers-to-skip", ",".join(map(str, spec.audio_layers_to_skip))]
-    if spec.audio_ffn_dim is not None:
-        options += ["--audio-ffn-dim", str(spec.audio_ffn_dim)]
-    if spec.modalities:
-        options += ["--modalities", ",".join(spec.modalities)]
-    for corpus in spec.vocab_corpus:
-        options += ["--vocab-corpus", corpus]
-    if spec.vocab_size is not None:
-        options += ["--vocab-size", str(spec.vocab_size)]
-    if spec.cuts_vocab and not spec.vocab_keep_unused:
-        options.append("--vocab-drop-unused")
-    return options
-
-
 def slice_command(model: str, name: str, spec: SliceSpec) -> str:
-    return shlex.join(["matslice", "slice", model, f"out/{name}", *slice_options(spec)])
+    return shlex.join(["matslice", "slice", model, f"out/{name}", *spec_options(spec)])
 
 
 def front_entries(front: Sequence[Candidate], model: str, dtype: str) -> list[dict[str, Any]]:

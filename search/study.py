@@ -24,11 +24,12 @@ from gemma3n.config import load_config
 from gemma3n.errors import UserError
 from gemma3n.units import human_bytes
 from search.calibration import calibration_windows, read_calibration
-from search.front import Candidate, front_entries, pareto_front, slice_options
+from search.front import Candidate, front_entries, pareto_front
 from search.hardware import describe
 from search.measure import Setup
 from search.space import Choice, Space, space_for
 from search.workers import open_pool
+from slicer.options import spec_options
 from slicer.plan import SliceSpec
 from slicer.report import folder_tensors
 
@@ -88,7 +89,7 @@ def _too_small(request: Request, space: Space) -> None:
         raise UserError(
             f"no slice of {request.model} fits in {request.budget:,} bytes ({human_bytes(request.budget)}) at "
             f"{request.dtype}: the smallest, one layer at its narrowest FFN "
-            f"({' '.join(slice_options(spec)[:4])}), is {size:,} bytes ({human_bytes(size)})")
+            f"({' '.join(spec_options(spec)[:4])}), is {size:,} bytes ({human_bytes(size)})")
 
 
 def _windows(request: Request) -> tuple[tuple[int, ...], ...]:

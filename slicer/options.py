@@ -61,6 +61,30 @@ def slice_spec(args: argparse.Namespace) -> SliceSpec:
     return replace(spec, **spec_changes(args))
 
 
+def spec_options(spec: SliceSpec) -> list[str]:
+    """The slice options (as `add_slice_options` reads them) that give `spec` back: the inverse of `slice_spec`, for
+    the commands the designer and the search print. Equal widths are written once (`--ffn-dims 256`)."""
+    options: list[str] = []
+    if spec.layers_to_skip:
+        options += ["--layers-to-skip", ",".join(map(str, spec.layers_to_skip))]
+    if spec.ffn_dims:
+        dims = spec.ffn_dims[:1] if len(set(spec.ffn_dims)) == 1 else spec.ffn_dims
+        options += ["--ffn-dims", ",".join(map(str, dims))]
+    if spec.audio_layers_to_skip:
+        options += ["--audio-layers-to-skip", ",".join(map(str, spec.audio_layers_to_skip))]
+    if spec.audio_ffn_dim is not None:
+        options += ["--audio-ffn-dim", str(spec.audio_ffn_dim)]
+    if spec.modalities:
+        options += ["--modalities", ",".join(spec.modalities)]
+    for corpus in spec.vocab_corpus:
+        options += ["--vocab-corpus", corpus]
+    if spec.vocab_size is not None:
+        options += ["--vocab-size", str(spec.vocab_size)]
+    if spec.cuts_vocab and not spec.vocab_keep_unused:
+        options.append("--vocab-drop-unused")
+    return options
+
+
 def plan_for(config: ModelConfig, spec: SliceSpec, folder: Path | None) -> SlicePlan:
     """The plan of `spec` on the checkpoint at `folder` (None: a config alone, which cannot cut a vocabulary)."""
     vocab = None

@@ -9,8 +9,9 @@ import pytest
 
 from gemma3n.config import load_config
 from matslice.cli import main
-from search.front import Candidate, pareto_front, slice_options
+from search.front import Candidate, pareto_front
 from search.space import Choice, Space, space_for
+from slicer.options import spec_options
 from slicer.plan import SliceSpec, make_plan
 from slicer.report import folder_tensors
 
@@ -42,7 +43,7 @@ def test_widths_are_the_nested_ones_and_full_widths_stay_implicit(space: Space) 
 
 def test_bytes_are_what_matslice_plan_prints(space: Space, tiny_multimodal: Path, capsys) -> None:
     spec = space.spec(space.repair(Choice(frozenset({1, 6}), (64, 128, 48, 96, 128, 32, 64, 16))))
-    main(["plan", str(tiny_multimodal), *slice_options(spec), "--dtype", "q4", "--json"])
+    main(["plan", str(tiny_multimodal), *spec_options(spec), "--dtype", "q4", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert space.bundle_bytes(spec) == printed["bundle"]["bytes"]["q4"]["all"]
 
