@@ -129,12 +129,12 @@ def full_shape_checkpoint(work: Path, preset: str = FULL_SHAPE_PRESET) -> Path:
 
 
 def bench_browser_full_shape(work: Path, corpus: Path, preset: str = FULL_SHAPE_PRESET,
-                             vocab_size: int | None = FULL_SHAPE_VOCAB, webgpu: bool = True) -> dict:
-    """The full-shape variant, q4, its vocabulary cut to `corpus` (None: kept whole), built into a site and run on
-    WASM and WebGPU beside onnxruntime-Python."""
+                             vocab_size: int | None = FULL_SHAPE_VOCAB, webgpu: bool = True, dtype: str = "q4") -> dict:
+    """The full-shape variant in `dtype`, its vocabulary cut to `corpus` (None: kept whole), built into a site and run
+    on WASM (and WebGPU) beside onnxruntime-Python."""
     checkpoint = full_shape_checkpoint(work, preset)
-    site = work / f"web-{preset}-{vocab_size or 'full'}"
-    command = [sys.executable, "-m", "matslice", "build-web", "--model", str(checkpoint), "--dtype", "q4",
+    site = work / f"web-{preset}-{vocab_size or 'full'}-{dtype}"
+    command = [sys.executable, "-m", "matslice", "build-web", "--model", str(checkpoint), "--dtype", dtype,
                "--out", str(site), "--no-parent", "--name", "cut"]
     if vocab_size:
         command += ["--vocab-corpus", str(corpus), "--vocab-size", str(vocab_size)]
@@ -146,10 +146,10 @@ def bench_browser_full_shape(work: Path, corpus: Path, preset: str = FULL_SHAPE_
     variant = next(v for v in models["variants"] if v["id"] == models["default"])
     bundle = site / variant["path"]
     wasm = run_page(site, "wasm", FULL_SHAPE_TOKENS, 900)
-    python = run_python(bundle, "q4", wasm["prompt_ids"], FULL_SHAPE_TOKENS)
+    python = run_python(bundle, dtype, wasm["prompt_ids"], FULL_SHAPE_TOKENS)
     manifest = json.loads((bundle / "manifest.json").read_text())
     result = {
-        "preset": preset, "variant": variant["id"], "bytes": variant["bytes"]["q4"]["text"],
+        "preset": preset, "dtype": dtype, "variant": variant["id"], "bytes": variant["bytes"][dtype]["text"],
         "largest_tensor_bytes": manifest["largest_tensor"]["bytes"], "vocab": (variant["slice"] or {}).get("vocab"),
         "build_seconds": build_seconds, "wasm": wasm, "python": python,
         "wasm_ids_match": ids_match(wasm["ids"], python["ids"], python["top2_gaps"])[0],

@@ -1,4 +1,4 @@
-"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,vocab,search,nano]
+"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,browser_full_q8,vocab,search,nano]
 [--work DIR]` (`nox -s bench`). `memory` checks `matslice plan` against a full-shape export
 (benchmarks/memory.py); `nano` trains the default model's recipe over seeds, with and without MatFormer
 sampling (benchmarks/nano.py).
@@ -19,7 +19,7 @@ from gemma3n.errors import UserError
 
 OUT = Path("build/bench")
 ALL = ("plan", "memory", "slice", "export", "decode", "quant", "browser", "browser_full", "vocab", "search",
-       "nano")
+       "nano", "browser_full_q8")
 EXPORT_PRESETS = ("E0.40B-text", "E2B")
 
 
@@ -89,7 +89,7 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
         for key, ratio in found["ratios"].items():
             results[f"browser.{key}_over_python"] = ratio
         results["browser.tokens_per_second"] = found["browser"]["tokens_per_second"]
-    if "browser_full" in wanted or "vocab" in wanted:
+    if wanted & {"browser_full", "browser_full_q8", "vocab"}:
         from standins.corpus import load_corpus
 
         corpus = load_corpus()
@@ -112,6 +112,18 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
             for key in ("load_seconds", "first_token_seconds", "tokens_per_second", "peak_tab_bytes",
                         "peak_gpu_process_bytes"):
                 results[f"{prefix}.webgpu.{key}"] = found["webgpu"][key]
+    if "browser_full_q8" in wanted:  # the same variant in q8, which onnxruntime-web's WASM runs with int8 kernels
+        from benchmarks.browser import bench_browser_full_shape
+
+        details["browser_full_q8"] = found = bench_browser_full_shape(work / "browser", corpus_file, webgpu=False,
+                                                                      dtype="q8")
+        prefix = "browser.full_shape_q8"
+        results[f"{prefix}.bytes"] = found["bytes"]
+        for key in ("load_seconds", "first_token_seconds", "tokens_per_second"):
+            results[f"{prefix}.{key}"] = found["wasm"][key]
+            results[f"{prefix}.{key}_over_python"] = found["ratios"].get(key)
+        results[f"{prefix}.peak_tab_bytes"] = found["wasm"]["peak_tab_bytes"]
+        results[f"{prefix}.wasm_ids_match"] = found["wasm_ids_match"]
     if "vocab" in wanted:
         from benchmarks.vocab import bench_vocab
 
