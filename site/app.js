@@ -254,7 +254,7 @@ async function decideBackend() {
 // On WASM: a dtype whose graphs it can run (models.json not_on_wasm: MatSlice's own bundles run everywhere, one
 // made elsewhere may need GatherBlockQuantized), and, unless the user picked one, q8 over 4-bit: onnxruntime-web's
 // WASM build has no 4-bit matrix kernel and unpacks every 4-bit weight on every call (a full-size variant decodes
-// about 8x faster in q8).
+// about 6x faster in q8: `matslice bench --only browser_full,browser_full_q8`).
 function onWasmBackend(v, backend) {
     const blocked = v.not_on_wasm ?? {};
     const usable = v.dtypes.filter((d) => !(blocked[d] ?? []).length);
