@@ -380,7 +380,13 @@ async function checkedRange(url, init, where, record, range) {
     const response = await fetchOrName(url, { ...init, headers }, where);
     if (!response.ok) throw remember(new BundleFileError(where, `is missing on the server (HTTP ${response.status})`, REBUILD));
     const whole = response.status === 200; // a server that ignores Range sends every byte: check them all
-    const checked = await new Response(response.body.pipeThrough(verifier(where, record, whole ? 0 : start, whole ? record.bytes : stop))).arrayBuffer();
+    const failures = state.loadFailures.length;
+    let checked;
+    try {
+        checked = await new Response(response.body.pipeThrough(verifier(where, record, whole ? 0 : start, whole ? record.bytes : stop))).arrayBuffer();
+    } catch (e) { // a body that errored reads as "Failed to fetch": the verifier's own error says which bytes
+        throw state.loadFailures[failures] ?? e;
+    }
     const offset = whole ? first : first - start;
     return new Response(checked.slice(offset, offset + last - first + 1), {
         status: 206, headers: { 'Content-Range': `bytes ${first}-${last}/${record.bytes}`, 'Content-Length': String(last - first + 1) },
