@@ -28,6 +28,7 @@ from gemma3n.config import ModelConfig, TextConfig, load_config
 from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
 from gemma3n.modalities import MODALITIES
+from slicer.footprint import bundle_sessions
 from slicer.nesting import nested_widths
 from slicer.options import spec_options
 from slicer.plan import SlicePlan, SliceSpec, make_plan
@@ -228,23 +229,27 @@ PREDICTION_SOURCE = ("`matslice plan --dtype ... --context ...`: weights exact a
                      "each .onnx graph's own bytes estimated; memory as plan computes it")
 
 
-def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, tensors: Mapping[str, Any] | None) -> dict[str, Any]:
+def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, tensors: Mapping[str, Any] | None,
+            modalities: Sequence[str] | None = None) -> dict[str, Any]:
     """Per dtype: each session's download bytes and largest tensor, the bundle's download, and runtime memory
     (weights as loaded, the KV cache of the layers that own one, activations at batch 1) at `context` tokens:
-    `matslice plan`'s own figures (slicer.report.bundle_summary), regrouped by dtype for the tab.
+    `matslice plan`'s own figures (slicer.report.bundle_summary), regrouped by dtype for the tab, for the sessions
+    `matslice export --modalities` writes (a text+audio design has no vision encoder, though its checkpoint does).
 
     `tensors` are the parent's safetensors headers, needed only for a customised vision tower's session.
     """
     summary = bundle_summary(plan, dict(tensors) if tensors else None, tuple(dtypes), {}, context)  # export's defaults
     bundle, memory = summary["bundle"], summary["memory"]["dtypes"]
+    kept = set(bundle_sessions(plan.child, modalities))
+    sessions = {name: by for name, by in bundle["sessions"].items() if name in kept}
     out: dict[str, Any] = {}
     for dtype in dtypes:
         per = {name: {"bytes": by[dtype]["bytes"],
                       "largest_tensor": [by[dtype]["largest_tensor"]["name"], by[dtype]["largest_tensor"]["bytes"]]}
-               for name, by in bundle["sessions"].items()}
-        largest = bundle["largest_tensor"][dtype]
-        out[dtype] = {"sessions": per, "download": bundle["bytes"][dtype]["all"],
-                      "largest_tensor": [largest["name"], largest["bytes"]], "memory": memory[dtype]}
+               for name, by in sessions.items()}
+        largest = max(per.values(), key=lambda found: (found["largest_tensor"][1], found["largest_tensor"][0]))
+        out[dtype] = {"sessions": per, "download": sum(found["bytes"] for found in per.values()),
+                      "largest_tensor": largest["largest_tensor"], "memory": memory[dtype]}
     return out
 
 
@@ -338,7 +343,7 @@ def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
     summary = plan.summary() | predicted_bytes(plan, parent.folder, parent.tensors)
     modalities = tuple(m for m in MODALITIES if m in design.modalities)
     try:
-        predicted = predict(plan, dtypes, design.context, parent.tensors)
+        predicted = predict(plan, dtypes, design.context, parent.tensors, modalities)
     except UserError as error:
         return {"valid": False, "message": str(error), "design": design.to_json()}
     return {
