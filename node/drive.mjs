@@ -73,11 +73,17 @@ try {
         const [file, span] = values.range.split(':');
         result.range = await page.evaluate(([f, r]) => window.matslice.checkRange(f, r), [file, span]);
     }
-    if (values.dtype) await page.selectOption('#dtype', values.dtype);
-    if (values['with-audio']) await page.check('#with-audio');
-    await page.click('#load', { timeout });
-    await page.waitForFunction(() => window.matslice.ready || (window.matslice.error && !window.matslice.loading),
-        null, { timeout });
+    // Load is enabled once the variant's manifest is read; a variant that cannot be read says so instead
+    await page.waitForFunction(() => !document.getElementById('load').disabled || window.matslice.error, null,
+        { timeout });
+    const refused = await page.evaluate(() => document.getElementById('load').disabled);
+    if (!refused) {
+        if (values.dtype) await page.selectOption('#dtype', values.dtype);
+        if (values['with-audio']) await page.check('#with-audio');
+        await page.click('#load', { timeout });
+        await page.waitForFunction(() => window.matslice.ready || (window.matslice.error && !window.matslice.loading),
+            null, { timeout });
+    }
     result.timings.pageToReadyMs = Date.now() - t0;
     if (values.expect === 'run' && await page.evaluate(() => window.matslice.ready)) {
         await page.fill('#max-tokens', values['max-new-tokens']);

@@ -574,7 +574,7 @@ function loadFailed(error) {
 }
 
 function describeLoadError(error) {
-    const file = progress.current || `${state.variant.path}onnx/`;
+    const file = (progress.current || `${state.variant.path}onnx/`).replace(/\.onnx_data(_\d+)?$/, '.onnx'); // the last file read
     const text = String(error?.message ?? error);
     const op = text.match(/Could not find an implementation for (\w+)/);
     if (op) {
