@@ -574,7 +574,9 @@ function loadFailed(error) {
 }
 
 function describeLoadError(error) {
-    const file = (progress.current || `${state.variant.path}onnx/`).replace(/\.onnx_data(_\d+)?$/, '.onnx'); // the last file read
+    // transformers.js does not say which session failed: the last model file read, else the variant's onnx/ folder
+    const last = progress.current ?? '';
+    const file = last.includes('/onnx/') ? last.replace(/\.onnx_data(_\d+)?$/, '.onnx') : `${state.variant.path}onnx/`;
     const text = String(error?.message ?? error);
     const op = text.match(/Could not find an implementation for (\w+)/);
     if (op) {

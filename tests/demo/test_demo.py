@@ -26,11 +26,12 @@ gradio_client = pytest.importorskip("gradio_client")
 from demo.variants import Registry, Variant, build_defaults  # noqa: E402
 from gemma3n.config import load_config  # noqa: E402
 from gemma3n.safetensors import read_tensors  # noqa: E402
+from standins import nano  # noqa: E402
 from standins.default import default_checkpoint  # noqa: E402
 from web_export.runtime import BundleRuntime, Prompt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-PROMPT = "the cat sat on the mat"
+PROMPT = nano.PROMPTS[0]  # one the default model answers at length (a short one may end its turn at once)
 STEPS = 12
 
 
