@@ -95,35 +95,14 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
         corpus = load_corpus()
         corpus_file = work / "english-corpus.txt"
         corpus_file.write_text("\n".join(corpus.train) + "\n")
-    if "browser_full" in wanted:
-        from benchmarks.browser import bench_browser_full_shape
+    for key, prefix, dtype in (("browser_full", "browser.full_shape", "q4"),
+                               ("browser_full_q8", "browser.full_shape_q8", "q8")):  # q8: WASM's int8 kernels
+        if key in wanted:
+            from benchmarks.browser import bench_browser_full_shape
 
-        details["browser_full"] = found = bench_browser_full_shape(work / "browser", corpus_file)
-        prefix = "browser.full_shape"
-        results[f"{prefix}.bytes"] = found["bytes"]
-        results[f"{prefix}.largest_tensor_bytes"] = found["largest_tensor_bytes"]
-        for key in ("load_seconds", "first_token_seconds", "tokens_per_second"):
-            results[f"{prefix}.{key}"] = found["wasm"][key]
-            results[f"{prefix}.{key}_over_python"] = found["ratios"].get(key)
-        results[f"{prefix}.peak_tab_bytes"] = found["wasm"]["peak_tab_bytes"]
-        results[f"{prefix}.wasm_ids_match"] = found["wasm_ids_match"]
-        if "webgpu" in found:
-            results[f"{prefix}.webgpu_ids_match"] = found["webgpu_ids_match"]
-            for key in ("load_seconds", "first_token_seconds", "tokens_per_second", "peak_tab_bytes",
-                        "peak_gpu_process_bytes"):
-                results[f"{prefix}.webgpu.{key}"] = found["webgpu"][key]
-    if "browser_full_q8" in wanted:  # the same variant in q8, which onnxruntime-web's WASM runs with int8 kernels
-        from benchmarks.browser import bench_browser_full_shape
-
-        details["browser_full_q8"] = found = bench_browser_full_shape(work / "browser", corpus_file, webgpu=False,
-                                                                      dtype="q8")
-        prefix = "browser.full_shape_q8"
-        results[f"{prefix}.bytes"] = found["bytes"]
-        for key in ("load_seconds", "first_token_seconds", "tokens_per_second"):
-            results[f"{prefix}.{key}"] = found["wasm"][key]
-            results[f"{prefix}.{key}_over_python"] = found["ratios"].get(key)
-        results[f"{prefix}.peak_tab_bytes"] = found["wasm"]["peak_tab_bytes"]
-        results[f"{prefix}.wasm_ids_match"] = found["wasm_ids_match"]
+            details[key] = found = bench_browser_full_shape(work / "browser", corpus_file, webgpu=dtype == "q4",
+                                                            dtype=dtype)
+            results |= _full_shape_results(prefix, found)
     if "vocab" in wanted:
         from benchmarks.vocab import bench_vocab
 
@@ -148,6 +127,23 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
             for sub, by_source in run["perplexity"].items():
                 results[f"nano.{name}.wordnet.{sub}"] = by_source["wordnet"]
     return results, details
+
+
+def _full_shape_results(prefix: str, found: dict) -> dict[str, object]:
+    """The flat keys of one full-shape browser run: bytes, WASM speed and its ratios to Python, ids, WebGPU if run."""
+    results: dict[str, object] = {f"{prefix}.bytes": found["bytes"],
+                                  f"{prefix}.largest_tensor_bytes": found["largest_tensor_bytes"]}
+    for key in ("load_seconds", "first_token_seconds", "tokens_per_second"):
+        results[f"{prefix}.{key}"] = found["wasm"][key]
+        results[f"{prefix}.{key}_over_python"] = found["ratios"].get(key)
+    results[f"{prefix}.peak_tab_bytes"] = found["wasm"]["peak_tab_bytes"]
+    results[f"{prefix}.wasm_ids_match"] = found["wasm_ids_match"]
+    if "webgpu" in found:
+        results[f"{prefix}.webgpu_ids_match"] = found["webgpu_ids_match"]
+        for key in ("load_seconds", "first_token_seconds", "tokens_per_second", "peak_tab_bytes",
+                    "peak_gpu_process_bytes"):
+            results[f"{prefix}.webgpu.{key}"] = found["webgpu"][key]
+    return results
 
 
 def _table(results: dict) -> str:
