@@ -40,10 +40,12 @@ def _measure(folder: Path) -> dict[str, Any]:
 
 
 def _run(work: Path, seed: int, matformer: bool) -> dict[str, Any]:
-    from standins.default import default_checkpoint
+    from standins.default import build_key, default_checkpoint
     from standins.nano import write_nano
 
     name = f"{'matformer' if matformer else 'plain'}-seed{seed}"
+    work = work / build_key("nano")  # a run is reused only while the code and text that trained it are unchanged
+    work.mkdir(parents=True, exist_ok=True)
     record = work / f"{name}.json"
     if record.is_file():
         return json.loads(record.read_text())

@@ -42,10 +42,16 @@ def _builder(kind: Kind) -> tuple[str, Callable[[Path, int], Path]]:
     raise ValueError(f"unknown default model kind {kind!r}: choose nano or tiny")
 
 
+def build_key(kind: Kind = "nano") -> str:
+    """The key of the code and sources a default model is built from: what its cache folder, and anything
+    derived from a training run (the nano benchmark's records), must be named by."""
+    return _builder(kind)[0]
+
+
 def default_checkpoint(cache: Path = CACHE, seed: int = 0, kind: Kind = "nano") -> Path:
     """The default model folder (the trained nano Gemma 3n unless ``kind="tiny"``), built once and cached."""
     key, build = _builder(kind)
-    folder = cache / f"{kind}-seed{seed}-{key}"
+    folder = cache / f"{kind}-seed{seed}-{key}"  # key: build_key(kind)
     if not (folder / "config.json").is_file():
         build(folder, seed)  # written into a hidden sibling and renamed in when complete
     return folder
