@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from demo.variants import layer_ranges
 from gemma3n.config import ModelConfig, TextConfig, load_config
 from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
@@ -59,7 +60,7 @@ class LayerInfo:
     @property
     def label(self) -> str:
         if self.role == "store":
-            return f"L{self.index} {self.kind} · KV store, read by {_ranges(self.readers)}"
+            return f"L{self.index} {self.kind} · KV store, read by {layer_ranges(self.readers, 'L', ', ')}"
         if self.role == "reuse":
             return f"L{self.index} {self.kind} · reuses L{self.store}'s KV"
         return f"L{self.index} {self.kind} · own KV"
@@ -73,17 +74,6 @@ def layer_grid(text: TextConfig) -> list[LayerInfo]:
                   tuple(j for j, s in enumerate(stores) if s == i), width, nested_widths(width))
         for i, width in enumerate(text.intermediate_size)
     ]
-
-
-def _ranges(indices: Sequence[int]) -> str:
-    """[6, 7, 8, 10] -> 'L6-8, L10'."""
-    spans: list[list[int]] = []
-    for index in indices:
-        if spans and index == spans[-1][1] + 1:
-            spans[-1][1] = index
-        else:
-            spans.append([index, index])
-    return ", ".join(f"L{a}-{b}" if a != b else f"L{a}" for a, b in spans)
 
 
 def parse_layers(text: str, count: int) -> tuple[int, ...]:

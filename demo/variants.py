@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +90,7 @@ class Variant:
         if not record:
             parts.append("parent (unsliced)")
         else:
-            parts.append(f"layers {_ranges(record.get('kept_layers', []))}")
+            parts.append(f"layers {layer_ranges(record.get('kept_layers', []))}")
             widths = sorted(set(record.get("ffn_dims", [])))
             if widths:
                 parts.append("ffn " + "/".join(str(w) for w in widths))
@@ -118,15 +119,15 @@ class Variant:
                 f"top-1 {found['top1']:.0%}")
 
 
-def _ranges(indices: list[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2,5'."""
+def layer_ranges(indices: Sequence[int], prefix: str = "", sep: str = ",") -> str:
+    """[0, 1, 2, 5] -> '0-2,5'; with prefix "L" and sep ", ": 'L0-2, L5'."""
     spans: list[list[int]] = []
     for index in indices:
         if spans and index == spans[-1][1] + 1:
             spans[-1][1] = index
         else:
             spans.append([index, index])
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in spans)
+    return sep.join(f"{prefix}{a}-{b}" if a != b else f"{prefix}{a}" for a, b in spans)
 
 
 class Registry:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -59,6 +61,7 @@ def assert_plan_exact(onnx_dir: Path, checkpoint: Path, dtypes: tuple[str, ...],
 
 
 MATSLICE = [sys.executable, "-m", "matslice"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 600) -> bool:
@@ -83,3 +86,39 @@ def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 600) 
 def partials(folder: Path) -> list[Path]:
     """Hidden work folders an interrupted write left beside its target."""
     return [p for p in folder.iterdir() if p.name.startswith(".") and (".partial-" in p.name or ".old-" in p.name)]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def demo_server(args: list[str], log: Path, timeout: float = 120) -> Iterator[tuple[str, object]]:
+    """`matslice demo --port P args...` in a subprocess; yields (url, gradio_client.Client) once it answers,
+    and stops the server on exit. Fails the test with the server's log if it exits or stays silent."""
+    import gradio_client
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1"}
+    with open(log, "w") as out:
+        server = subprocess.Popen([*MATSLICE, "demo", "--port", str(port), *args], cwd=ROOT, env=env, stdout=out,
+                                  stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"the demo exited with {server.returncode}:\n{log.read_text()}")
+            try:
+                client = gradio_client.Client(url, verbose=False)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"the demo did not answer within {timeout} s:\n{log.read_text()}")
+                time.sleep(1)
+        yield url, client
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -11,10 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
-import subprocess
-import sys
-import time
 import wave
 from pathlib import Path
 
@@ -22,6 +18,8 @@ import numpy as np
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
+
+from conftest import demo_server  # noqa: E402
 
 from demo.variants import Registry, Variant, build_defaults  # noqa: E402
 from gemma3n.config import load_config  # noqa: E402
@@ -46,39 +44,12 @@ def registry_checkpoint(name: str) -> Path:
     return parent if name == "parent" else ROOT / ".cache/demo" / parent.name / "checkpoints" / name
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def client(registry: Registry, tmp_path_factory):
     """`python -m demo --port P <bundle folders>` in a subprocess, and a client once it answers."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("demo") / "server.log"
-    folders = [str(v.folder) for v in registry.variants.values()]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1"}
-    with open(log, "w") as out:
-        server = subprocess.Popen([sys.executable, "-m", "matslice", "demo", "--port", str(port), *folders],
-                                  cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield _connect(f"http://127.0.0.1:{port}/", server, log)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-
-
-def _connect(url: str, server: subprocess.Popen, log: Path, timeout: float = 90):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the demo exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            return gradio_client.Client(url, verbose=False)
-        except Exception:
-            time.sleep(1)
-    pytest.fail(f"the demo did not answer within {timeout} s:\n{log.read_text()}")
+    with demo_server([str(v.folder) for v in registry.variants.values()], log, timeout=90) as (_, client):
+        yield client
 
 
 def _sessions(variant: Variant) -> BundleRuntime:

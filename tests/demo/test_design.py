@@ -11,18 +11,17 @@ temporary --cache; the default bundles are the ones tests/demo/test_demo.py uses
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
+
+from conftest import demo_server  # noqa: E402
 
 from demo.design import Design, Parent, design_of, evaluate, layer_grid  # noqa: E402
 from demo.variants import Registry, build_defaults  # noqa: E402
@@ -114,24 +113,6 @@ def test_design_json_is_checked() -> None:
 
 
 # --- The app ------------------------------------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _connect(url: str, server: subprocess.Popen, log: Path, timeout: float = 120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"the demo exited with {server.returncode}:\n{log.read_text()}")
-        try:
-            return gradio_client.Client(url, verbose=False)
-        except Exception:
-            time.sleep(1)
-    pytest.fail(f"the demo did not answer within {timeout} s:\n{log.read_text()}")
-
-
 # --- The app (server) ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def nano() -> Path:
@@ -151,20 +132,10 @@ def cache(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def server(registry: Registry, nano: Path, cache: Path, tmp_path_factory):
     """`python -m matslice demo --design-parent NANO --cache TMP <bundles>`; yields (url, client)."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("design") / "server.log"
-    folders = [str(v.folder) for v in registry.variants.values()]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1"}
-    command = [sys.executable, "-m", "matslice", "demo", "--port", str(port), "--design-parent", str(nano),
-               "--cache", str(cache), *folders]
-    with open(log, "w") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        yield url, _connect(url, process, log)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with demo_server(["--design-parent", str(nano), "--cache", str(cache),
+                      *(str(v.folder) for v in registry.variants.values())], log) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

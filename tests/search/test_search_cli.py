@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from gemma3n.config import load_config
 from search.space import space_for
@@ -40,12 +41,6 @@ def _error(done: subprocess.CompletedProcess) -> str:
     return lines[-1]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_a_budget_below_the_smallest_slice_says_what_the_smallest_is(tiny_multimodal: Path) -> None:
     space = space_for(load_config(tiny_multimodal), tiny_multimodal, SliceSpec(), "q4", OPTIONS,
                       folder_tensors(tiny_multimodal))
@@ -64,7 +59,7 @@ def test_a_short_calibration_file_is_refused(tiny_multimodal: Path, tmp_path: Pa
 def test_an_unreachable_ray_address_is_one_line(tiny_multimodal: Path) -> None:
     started = time.monotonic()
     line = _error(_search(str(tiny_multimodal), "--budget-bytes", "1GB", "--trials", "2",
-                          "--ray", f"127.0.0.1:{_free_port()}"))
+                          "--ray", f"127.0.0.1:{free_port()}"))
     assert "cannot reach the Ray cluster" in line
     assert time.monotonic() - started < 60
 
@@ -80,7 +75,7 @@ def ray_head() -> Iterator[str]:
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     if ray is None:
         pytest.skip("the ray command is not installed beside this Python")
-    port, temp = _free_port(), tempfile.mkdtemp(prefix="ray-")
+    port, temp = free_port(), tempfile.mkdtemp(prefix="ray-")
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
                              "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
                             env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
