@@ -175,16 +175,21 @@ def full_parent(work: Path) -> Path:
 MEASURED_CUT = "32k"  # the cut each preset is really sliced and exported at; the others come from `plan`
 
 
-def _plan(parent: Path, preset: str, corpus: Path, cap: int) -> dict[str, Any]:
-    """`matslice plan` of a preset cut to `cap` ids: the q4 bundle's bytes and largest tensor, without weights."""
+# Other ways to a smaller bundle at the smallest cut, predicted by `plan`: fp16 scales, or one scale per 64 weights.
+SMALLER = {"q4f16": ("q4f16", 32), "q4-block64": ("q4", 64)}
+
+
+def _plan(parent: Path, preset: str, corpus: Path, cap: int, dtype: str = "q4", block_size: int = 32
+          ) -> dict[str, Any]:
+    """`matslice plan` of a preset cut to `cap` ids: the bundle's bytes and largest tensor, without weights."""
     import subprocess
     import sys
 
     done = subprocess.run([sys.executable, "-m", "matslice", "plan", str(parent), "--preset", preset, "--modalities",
-                           "text", "--vocab-corpus", str(corpus), "--vocab-size", str(cap), "--dtype", "q4", "--json"],
-                          check=True, capture_output=True, text=True)
+                           "text", "--vocab-corpus", str(corpus), "--vocab-size", str(cap), "--dtype", dtype,
+                           "--block-size", str(block_size), "--json"], check=True, capture_output=True, text=True)
     bundle = json.loads(done.stdout)["bundle"]
-    return {"bytes": bundle["bytes"]["q4"]["all"], "largest_tensor_bytes": bundle["largest_tensor"]["q4"]["bytes"]}
+    return {"bytes": bundle["bytes"][dtype]["all"], "largest_tensor_bytes": bundle["largest_tensor"][dtype]["bytes"]}
 
 
 def bench_vocab(work: Path, corpora: dict[str, list[tuple[str, str]]], held_out: dict[str, list[str]],
@@ -208,6 +213,9 @@ def bench_vocab(work: Path, corpora: dict[str, list[tuple[str, str]]], held_out:
             predicted = _plan(parent, preset, corpus, cap)
             results |= {f"{key}.bytes": predicted["bytes"],
                         f"{key}.largest_tensor_bytes": predicted["largest_tensor_bytes"]}
+            if cap == min(CUTS.values()):
+                results |= {f"{key}.{name}.bytes": _plan(parent, preset, corpus, cap, dtype, block)["bytes"]
+                            for name, (dtype, block) in SMALLER.items()}
             if label != MEASURED_CUT:
                 continue
             child, bundle = work / f"vocab-{preset}-{label}", work / f"vocab-{preset}-{label}-q4"
