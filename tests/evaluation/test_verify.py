@@ -41,3 +41,17 @@ def test_a_bundle_of_another_checkpoint_fails(tiny_multimodal: Path, bundle: Pat
     other = write_tiny(tmp_path / "other", seed=1)
     report = check_parity(other, bundle, "fp16", steps=4)
     assert not report.passed and report.kl_mean > TOLERANCES["fp16"].max_kl
+
+
+def test_q4_with_64_weight_blocks_is_exact_and_predicted(tiny_text: Path, tmp_path: Path) -> None:
+    """`--block-size 64` (the README's way to E2B text under 1.3 GB) verifies exactly and is what plan predicts."""
+    coarse = write_bundle(tiny_text, tmp_path / "block64", dtypes=("q4",), block_size=64)
+    report = check_parity(tiny_text, coarse, "q4")
+    assert report.passed and report.max_logits_diff <= TOLERANCES["q4"].max_logits_diff, report
+    assert_plan_exact(coarse / "onnx", tiny_text, ("q4",), block_size=64)
+    fine = write_bundle(tiny_text, tmp_path / "block32", dtypes=("q4",), block_size=32)
+    assert _onnx_bytes(coarse) < _onnx_bytes(fine)
+
+
+def _onnx_bytes(bundle: Path) -> int:
+    return sum(f.stat().st_size for f in (bundle / "onnx").iterdir())
