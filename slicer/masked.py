@@ -22,7 +22,7 @@ here in the slicer package, so `slicer.plan` stays importable without it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -68,11 +68,13 @@ def _check(plan: SlicePlan, layers: torch.nn.ModuleList) -> None:
 
 
 @contextmanager
-def masked_slices(model: torch.nn.Module) -> Iterator[Callable[[SlicePlan | None], None]]:
-    """Patch `model` so that `select(plan)` switches which slice its next forward computes (None: the parent).
+def masked_layers(model: torch.nn.Module) -> Iterator[Callable[[frozenset[int], Mapping[int, int]], None]]:
+    """Patch `model` so that `choose(skipped, widths)` makes its next forward pass the `skipped` decoder layers
+    through and run layer i's FFN on its first `widths[i]` units (layers not in `widths`: full width).
 
     The patches are instance attributes shadowing the modules' own `forward`, removed on exit, so the model
-    is the stock parent again afterwards.
+    is the stock parent again afterwards. Training the nano model's MatFormer sub-models uses this directly;
+    `masked_slices` checks a plan and chooses through it.
     """
     layers = decoder_layers(model)
     selection = _Selection()
@@ -95,16 +97,27 @@ def masked_slices(model: torch.nn.Module) -> Iterator[Callable[[SlicePlan | None
         layer.forward = passable(index, layer)
         layer.mlp.forward = nested(index, layer.mlp)
 
-    def select(plan: SlicePlan | None) -> None:
-        if plan is None:
-            selection.skipped, selection.widths = frozenset(), {}
-            return
-        _check(plan, layers)
-        selection.skipped = frozenset(plan.skipped_layers)
-        selection.widths = dict(zip(plan.kept_layers, plan.ffn_dims, strict=True))
+    def choose(skipped: frozenset[int], widths: Mapping[int, int]) -> None:
+        selection.skipped, selection.widths = frozenset(skipped), dict(widths)
 
     try:
-        yield select
+        yield choose
     finally:
         for layer in layers:
             del layer.forward, layer.mlp.forward
+
+
+@contextmanager
+def masked_slices(model: torch.nn.Module) -> Iterator[Callable[[SlicePlan | None], None]]:
+    """Patch `model` so that `select(plan)` switches which slice its next forward computes (None: the parent)."""
+    layers = decoder_layers(model)
+    with masked_layers(model) as choose:
+
+        def select(plan: SlicePlan | None) -> None:
+            if plan is None:
+                choose(frozenset(), {})
+                return
+            _check(plan, layers)
+            choose(frozenset(plan.skipped_layers), dict(zip(plan.kept_layers, plan.ffn_dims, strict=True)))
+
+        yield select

@@ -22,9 +22,10 @@ Kind = Literal["nano", "tiny"]
 
 
 def _code_key(*modules: str, extra: str = "") -> str:
+    """A digest of the named modules' source files (`package.module`) and `extra`."""
     digest = hashlib.sha256(extra.encode())
     for module in modules:
-        digest.update((Path(__file__).parent / f"{module}.py").read_bytes())
+        digest.update((Path(__file__).parents[1] / f"{module.replace('.', '/')}.py").read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -32,12 +33,13 @@ def _builder(kind: Kind) -> tuple[str, Callable[[Path, int], Path]]:
     if kind == "tiny":
         from standins.tiny import write_tiny
 
-        return _code_key("tiny", "folder"), lambda out, seed: write_tiny(out, seed=seed)
+        return _code_key("standins.tiny", "standins.folder"), lambda out, seed: write_tiny(out, seed=seed)
     if kind == "nano":
         from standins.corpus import sources_key
         from standins.nano import write_nano
 
-        return (_code_key("nano", "corpus", "wordnet", "tiny", "folder", extra=sources_key()),
+        return (_code_key("standins.nano", "standins.corpus", "standins.wordnet", "standins.tiny", "standins.folder",
+                          "slicer.masked", extra=sources_key()),
                 lambda out, seed: write_nano(out, seed=seed))
     raise ValueError(f"unknown default model kind {kind!r}: choose nano or tiny")
 

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import Gemma3nForCausalLM, Gemma3nTextConfig, GemmaTokenizer
 
+from slicer.masked import masked_layers
 from slicer.plan import SliceSpec
 from standins import tiny
 from standins.corpus import BYTE_TOKENS, Corpus, load_corpus, train_pieces
@@ -230,46 +231,15 @@ def batches(streams: Sequence[tuple[torch.Tensor, int]], generator: torch.Genera
 
 
 # --- MatFormer sub-models inside one model ---------------------------------------------------------------
-def _mlp_forward(mlp: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """Gemma3nTextMLP.forward on the first ``mlp.nano_width`` units: sliced weights, not a mask.
-
-    Activation sparsity takes its statistics over the width, so only slicing matches the sliced checkpoint.
-    """
-    width = mlp.nano_width
-    gate = F.linear(hidden, mlp.gate_proj.weight[:width])
-    if mlp.activation_sparsity > 0.0:
-        gate = mlp._gaussian_topk(gate)
-    up = F.linear(hidden, mlp.up_proj.weight[:width])
-    return F.linear(mlp.act_fn(gate) * up, mlp.down_proj.weight[:, :width])
-
-
 @contextmanager
 def sub_models(model: torch.nn.Module) -> Iterator[Callable[[SubModel], None]]:
-    """Patch the decoder so ``select(sub)`` switches which sub-model the next forward computes.
+    """Patch the decoder so ``select(sub)`` switches which sub-model the next forward computes: the masking
+    `matslice search` measures slices with (slicer.masked), so training, the model card and search agree.
 
     Works on Gemma3nForCausalLM and on Gemma3nForConditionalGeneration (its language model).
     """
-    layers = getattr(model.model, "language_model", model.model).layers
-
-    def skippable(layer: torch.nn.Module) -> Callable:
-        forward = layer.forward
-        return lambda hidden, *args, **kwargs: hidden if layer.nano_skip else forward(hidden, *args, **kwargs)
-
-    for layer in layers:  # instance attributes shadow the class's forward until deleted below
-        layer.forward = skippable(layer)
-        layer.mlp.forward = lambda hidden, mlp=layer.mlp: _mlp_forward(mlp, hidden)
-
-    def select(sub: SubModel) -> None:
-        for i, layer in enumerate(layers):
-            layer.nano_skip = i in sub.skipped
-            layer.mlp.nano_width = sub.widths[i]
-
-    try:
-        select(PARENT)
-        yield select
-    finally:
-        for layer in layers:
-            del layer.forward, layer.mlp.forward, layer.nano_skip, layer.mlp.nano_width
+    with masked_layers(model) as choose:
+        yield lambda sub: choose(sub.skipped, dict(enumerate(sub.widths)))
 
 
 def sample_sub_model(rng: random.Random) -> SubModel:
