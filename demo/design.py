@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from demo.variants import layer_ranges
 from gemma3n.config import ModelConfig, TextConfig, load_config
 from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
@@ -34,7 +33,7 @@ from slicer.nesting import nested_widths
 from slicer.options import spec_options
 from slicer.plan import SlicePlan, SliceSpec, make_plan
 from slicer.presets import all_presets
-from slicer.report import bundle_summary, folder_tensors, predicted_bytes
+from slicer.report import bundle_summary, folder_tensors, layer_ranges, predicted_bytes
 from slicer.vocab import VocabCut, cut_for
 
 DEFAULT_CONTEXT = 2048

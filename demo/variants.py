@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from gemma3n.config import load_config
 from gemma3n.errors import UserError
 from slicer.plan import SliceSpec, make_plan
+from slicer.report import layer_ranges
 from standins import nano
 
 MODELS_JSON = Path("dist/web/models.json")
@@ -117,17 +117,6 @@ class Variant:
         found = self.searched
         return (f"{self.name} · {found['bytes'] / 1e6:.2f} MB predicted · KL {found['kl']:.3f} · "
                 f"top-1 {found['top1']:.0%}")
-
-
-def layer_ranges(indices: Sequence[int], prefix: str = "", sep: str = ",") -> str:
-    """[0, 1, 2, 5] -> '0-2,5'; with prefix "L" and sep ", ": 'L0-2, L5'."""
-    spans: list[list[int]] = []
-    for index in indices:
-        if spans and index == spans[-1][1] + 1:
-            spans[-1][1] = index
-        else:
-            spans.append([index, index])
-    return sep.join(f"{prefix}{a}-{b}" if a != b else f"{prefix}{a}" for a, b in spans)
 
 
 class Registry:

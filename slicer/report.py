@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,17 @@ from gemma3n.units import human_bytes
 from slicer.footprint import bundle_footprint, runtime_memory, vision_tensors_from
 from slicer.plan import DTYPE_BYTES, SlicePlan, count_params, make_plan
 from slicer.presets import all_presets
+
+
+def layer_ranges(indices: Sequence[int], prefix: str = "", sep: str = ",") -> str:
+    """[0, 1, 2, 5] -> '0-2,5'; with prefix "L" and sep ", ": 'L0-2, L5'."""
+    spans: list[list[int]] = []
+    for index in indices:
+        if spans and index == spans[-1][1] + 1:
+            spans[-1][1] = index
+        else:
+            spans.append([index, index])
+    return sep.join(f"{prefix}{a}-{b}" if a != b else f"{prefix}{a}" for a, b in spans)
 
 
 def folder_tensors(folder: Path | None) -> dict[str, TensorInfo] | None:
