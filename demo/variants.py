@@ -17,7 +17,7 @@ from typing import Any
 
 from gemma3n.config import load_config
 from gemma3n.errors import UserError
-from slicer.plan import SliceSpec, make_plan
+from slicer.plan import SliceSpec
 from slicer.report import layer_ranges
 from standins import nano
 
@@ -217,14 +217,13 @@ def export_cached(model_dir: Path, out: Path, encoders: set[str] | None = None,
     return out
 
 
-def build_variant(parent: Path, name: str, spec: SliceSpec | None, where: Path, encoders: set[str] | None,
-                  dtypes: tuple[str, ...] = ("q4",)) -> Variant:
-    """Slice `parent` by `spec` into where/checkpoint (None: the parent itself) and export it into where/bundle,
+def build_variant(parent: Path, name: str, spec: SliceSpec | None, bundle: Path, model: Path,
+                  encoders: set[str] | None, dtypes: tuple[str, ...] = ("q4",)) -> Variant:
+    """Slice `parent` by `spec` into `model` (spec None: `model` is the parent itself) and export it into `bundle`,
     each once and then cached; the registry's variant of it."""
     from slicer.checkpoint import slice_checkpoint
     from slicer.options import plan_for
 
-    bundle, model = where / "bundle", parent if spec is None else where / "checkpoint"
     if not (bundle / "manifest.json").is_file():
         if spec is not None and not (model / "config.json").is_file():
             slice_checkpoint(parent, model, plan_for(load_config(parent), spec, parent), overwrite=True,
@@ -245,17 +244,8 @@ def build_defaults(cache: Path = CACHE, checkpoint: Path | None = None) -> Regis
 
 def _default_variant(parent: Path, root: Path, name: str, spec: SliceSpec | None) -> Variant:
     """A default slice, kept where earlier versions built it: root/bundles/NAME and root/checkpoints/NAME."""
-    from slicer.checkpoint import slice_checkpoint
-
-    bundle = root / "bundles" / name
-    if not (bundle / "manifest.json").is_file():
-        model = parent
-        if spec is not None:
-            model = root / "checkpoints" / name
-            if not (model / "config.json").is_file():
-                slice_checkpoint(parent, model, make_plan(load_config(parent), spec), overwrite=True, progress=False)
-        export_cached(model, bundle, DEFAULT_ENCODERS if load_config(model).multimodal else None)
-    return load_variant(name, bundle, parent if spec is None else root / "checkpoints" / name)
+    model = parent if spec is None else root / "checkpoints" / name
+    return build_variant(parent, name, spec, root / "bundles" / name, model, DEFAULT_ENCODERS)
 
 
 def pick_front(entries: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
@@ -287,7 +277,9 @@ def build_front(entries: list[dict[str, Any]], cache: Path = CACHE, most: int = 
         spec = front_spec(entry)
         dtype = str(entry.get("dtype") or "q4")
         key = hashlib.sha256(json.dumps([repr(spec), dtype]).encode()).hexdigest()[:12]
-        variant = build_variant(parent, str(entry["name"]), spec, root / "front" / key, None, (dtype,))
+        where = root / "front" / key
+        variant = build_variant(parent, str(entry["name"]), spec, where / "bundle", where / "checkpoint", None,
+                                (dtype,))
         searched = {k: entry[k] for k in ("bytes", "kl", "top1") if k in entry}
         variants.append(Variant(variant.name, variant.folder, variant.manifest, variant.checkpoint, searched))
     return Registry(variants, parent="parent")
