@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from web_export.node import NODE_DIR, ensure_installed
+from gemma3n.npm import NODE_DIR, ensure_installed
 from web_export.runtime import BundleRuntime, Prompt
 from website.serve import make_server
 

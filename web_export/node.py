@@ -1,19 +1,12 @@
-"""MatSlice's JavaScript side: one pinned npm project (`node/` at the repository root), and running it.
+"""Running MatSlice's node/ scripts: transformers.js in Node, on onnxruntime-node's CPU kernels.
 
-Why JavaScript at all: whether a bundle works is decided by transformers.js (file names, config keys,
-session wiring, its tokenizer), not by onnxruntime in Python. `node/package-lock.json` pins
-transformers.js (run here in Node on onnxruntime-node's CPU kernels, and vendored into the site for
-browsers), playwright-core (drives Debian's Chromium; it never downloads a browser) and the real Gemma
-tokenizer used by the vocabulary benchmark. `ensure_installed` runs `npm ci --ignore-scripts` there once
-per lock file: onnxruntime-node's install script would download GPU binaries, while the CPU ones ship
-inside the package.
+Why JavaScript at all: whether a bundle works is decided by transformers.js, not by onnxruntime in Python.
+The npm project itself (the lock file, installing it) is `gemma3n.npm`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,48 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from gemma3n.errors import UserError
-
-NODE_DIR = Path(__file__).resolve().parent.parent / "node"
-STAMP = ".installed"
-
-
-def _lock_hash(node_dir: Path) -> str:
-    digest = hashlib.sha256()
-    for name in ("package.json", "package-lock.json"):
-        digest.update((node_dir / name).read_bytes())
-    return digest.hexdigest()
-
-
-def check_tools() -> None:
-    for tool in ("node", "npm"):
-        if shutil.which(tool) is None:
-            raise UserError(f"{tool} is not on PATH: install Node.js 20+ (MatSlice runs transformers.js with it)")
-
-
-def ensure_installed(node_dir: Path = NODE_DIR) -> Path:
-    """`npm ci --ignore-scripts` in `node_dir` unless it already holds this lock file's packages."""
-    check_tools()
-    stamp = node_dir / "node_modules" / STAMP
-    wanted = _lock_hash(node_dir)
-    if stamp.is_file() and stamp.read_text() == wanted:
-        return node_dir
-    command = ["npm", "ci", "--ignore-scripts", "--no-audit", "--no-fund", "--loglevel=error"]
-    done = subprocess.run(command, cwd=node_dir, capture_output=True, text=True)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"npm ci in {node_dir} failed ({last}): check your network access to the npm registry")
-    stamp.write_text(wanted)
-    return node_dir
-
-
-def package_file(relative: str, node_dir: Path = NODE_DIR) -> Path:
-    """A file inside an installed package, e.g. `onnxruntime-web/dist/ort-wasm-simd-threaded.wasm`."""
-    return ensure_installed(node_dir) / "node_modules" / relative
-
-
-def package_version(package: str, node_dir: Path = NODE_DIR) -> str:
-    return json.loads(package_file(f"{package}/package.json", node_dir).read_text())["version"]
+from gemma3n.npm import NODE_DIR, ensure_installed
 
 
 def run_script(script: str, args: list[str], *, timeout: float = 600, node_dir: Path = NODE_DIR) -> dict[str, Any]:

@@ -262,7 +262,7 @@ def models_entry(variant: Variant, bundle: Path, key: str, out: Path) -> dict[st
 
 def vendor_runtime(out: Path) -> dict[str, str]:
     """Copy transformers.js and the onnxruntime-web WASM build the page loads into OUT/vendor/."""
-    from web_export.node import package_file, package_version
+    from gemma3n.npm import package_file, package_version
 
     vendor = out / "vendor"
     shutil.rmtree(vendor, ignore_errors=True)
@@ -305,7 +305,7 @@ def remove_stale(out: Path, keep: set[str]) -> None:
 
 def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
     """Check everything, then build each variant (or reuse it), the runtime and the site."""
-    from web_export.node import check_tools, ensure_installed
+    from gemma3n.npm import check_tools, ensure_installed
 
     dtypes = parse_dtypes(args.dtype)
     out = Path(args.out)

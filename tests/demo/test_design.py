@@ -248,8 +248,8 @@ def test_design_tab_in_chromium(server, client, cache: Path, nano: Path) -> None
     """Tick "skip" on the store layer in the real page: the grid marks it, the verdict says why, Build refuses,
     and unticking recovers; the numbers on the page are the plan's."""
     from demo.app import _count
+    from gemma3n.npm import NODE_DIR, ensure_installed
     from gemma3n.units import human_bytes
-    from web_export.node import NODE_DIR, ensure_installed
 
     if shutil.which("node") is None:
         pytest.skip("node is not on PATH")

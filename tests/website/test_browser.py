@@ -28,8 +28,8 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
+from gemma3n.npm import NODE_DIR, ensure_installed
 from web_export.bundle import hashes
-from web_export.node import NODE_DIR, ensure_installed
 from web_export.runtime import BundleRuntime, Prompt
 from website.serve import make_server
 

@@ -1,0 +1,90 @@
+"""The user cache: derived files kept once per user, not once per clone.
+
+What lives here is what MatSlice can always rebuild but takes minutes to: the trained default model, the
+demo's sliced and exported variants, search fronts, evaluation clips. It is one folder per user,
+`$MATSLICE_CACHE`, else `$XDG_CACHE_HOME/matslice`, else `~/.cache/matslice`, so a second clone of the
+project, and every CI run after the first on one machine, reuses what the first one built.
+
+Every entry is named by a key of everything it is made from (content and code), so a stale entry is never
+read: a change makes a new key. An entry is written into a hidden sibling and renamed in when complete
+(`gemma3n.folders.atomic_folder`), so a process killed half-way leaves nothing under the entry's name. Two
+processes asking for the same missing entry at once take a lock beside it: one builds, the other waits and
+then reuses what was built.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from gemma3n.errors import UserError
+
+VARIABLE = "MATSLICE_CACHE"
+
+
+def root() -> Path:
+    """The cache folder (not created here): $MATSLICE_CACHE, else $XDG_CACHE_HOME/matslice, else ~/.cache/matslice."""
+    if value := os.environ.get(VARIABLE):
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "matslice"
+
+
+def folder(name: str) -> Path:
+    """`root()/name`, created; an unwritable cache is one error that names the folder and the fix."""
+    path = root() / name
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the cache folder {path} ({exc.strerror}): set {VARIABLE} to a folder "
+                        "you can write to") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"the cache folder {path} is not writable: set {VARIABLE} to a folder you can write to")
+    return path
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock named for `path` (the file `path.lock` beside it) while the block runs.
+
+    The lock is the kernel's (flock): it is released when the holder exits, killed or not, so a dead
+    builder never blocks the next one.
+    """
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is building {path}", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def cached(path: Path, build: Callable[[Path], object], marker: str) -> Path:
+    """`path`, built once by `build(path)` unless it already holds `marker` (the file a complete entry has).
+
+    `build` must write `path` whole or not at all (atomic_folder does). Two processes: the second waits for
+    the first's lock, then finds the entry complete and reuses it. An entry without its marker was not
+    written by this code (MatSlice renames entries in only when complete): it is refused, not used.
+    """
+    path = Path(path)
+    if (path / marker).is_file():
+        return path
+    with locked(path):
+        if (path / marker).is_file():
+            return path
+        if path.exists():
+            raise UserError(f"the cache entry {path} is incomplete (no {marker}): remove it (rm -r '{path}') "
+                            "and run again")
+        build(path)
+    if not (path / marker).is_file():
+        raise AssertionError(f"building {path} did not write {marker}")
+    return path
