@@ -15,6 +15,7 @@ import os
 import platform
 from pathlib import Path
 
+from gemma3n.cache import folder
 from gemma3n.errors import UserError
 
 OUT = Path("build/bench")
@@ -126,7 +127,8 @@ def _run(wanted: set[str], work: Path, vocab_divisor: int, presets: tuple[str, .
                 results[f"nano.{source}.{sub}.spread"] = spread["max"] - spread["min"]
         for name, run in found["runs"].items():
             for sub, by_source in run["perplexity"].items():
-                results[f"nano.{name}.wordnet.{sub}"] = by_source["wordnet"]
+                for source, perplexity in by_source.items():
+                    results[f"nano.{name}.{source}.{sub}"] = perplexity
     return results, details
 
 
@@ -159,7 +161,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     wanted = {w.strip() for w in args.only.split(",") if w.strip()}
     if wanted - set(ALL):
         raise UserError(f"--only: unknown benchmark {sorted(wanted - set(ALL))[0]!r}: choose from {', '.join(ALL)}")
-    work = Path(args.work)
+    work = Path(args.work) if args.work else folder("bench")
     work.mkdir(parents=True, exist_ok=True)
     presets = tuple(p.strip() for p in args.export_presets.split(",") if p.strip())
     results, details = _run(wanted, work, args.vocab_divisor, presets)
@@ -175,7 +177,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 def register(commands: argparse._SubParsersAction) -> None:
     bench = commands.add_parser("bench", help="speed, memory and size benchmarks; results in build/bench/")
-    bench.add_argument("--work", default=".cache/bench", help="where synthetic checkpoints and bundles go")
+    bench.add_argument("--work", help="where synthetic checkpoints and bundles go (default: bench/ in the user cache)")
     bench.add_argument("--only", default=",".join(ALL), help=f"comma-separated, from {', '.join(ALL)}")
     bench.add_argument("--vocab-divisor", type=int, default=4,
                        help="shrink the slicing benchmark's vocabularies to fit the disk (export runs at full size)")

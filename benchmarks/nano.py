@@ -4,10 +4,11 @@ Why a benchmark: the README's and model card's claims about the nano model (its 
 English, and that each nested slice is worse than the one it sits in by more than seed-to-seed noise) must
 come from a run anyone can repeat. It trains the recipe the default model uses for seeds 0, 1 and 2 with
 MatFormer sampling and seed 0 without (``matformer=False``: the baseline), then measures every checkpoint
-folder as written: each source's held-out perplexity for the parent and the named slices (computed inside
+folder as written: each source's held-out perplexity for the parent, the named slices and the width-only
+slices (every layer kept at 1/2 and 1/4 width; computed inside
 the folder's model with ``standins.nano.sub_models``, which the tests prove equal to the sliced checkpoints)
 and the greedy answers to ``nano.PROMPTS``. Seed 0 with MatFormer is the default checkpoint itself, so it
-is reused from (or built into) ``.cache/models``. Each run's figures are kept beside its folder, so an
+is reused from (or built into) the user cache. Each run's figures are kept beside its folder, so an
 interrupted benchmark resumes where it stopped.
 """
 

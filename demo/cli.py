@@ -2,7 +2,7 @@
 
 Everything the app may load is decided here, before serving (see demo/variants.py): a search front's slices
 (`--front`), else the folders given, else dist/web/models.json, else the embedded default checkpoint sliced
-and exported into .cache/demo/.
+and exported into the user cache (demo/ under ~/.cache/matslice, or $MATSLICE_CACHE).
 The Design tab cuts one parent checkpoint: --design-parent, else the checkpoint the parent variant was
 exported from when that is known (the defaults, a checkpoint given as a folder); its builds go to
 <cache>/designs/<name> and join the served variants.
@@ -17,8 +17,6 @@ from pathlib import Path
 
 from gemma3n.errors import UserError
 
-CACHE = Path(".cache/demo")
-
 
 def cmd_demo(args: argparse.Namespace) -> None:
     for key, value in (("GRADIO_ANALYTICS_ENABLED", "False"), ("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1")):
@@ -31,24 +29,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from demo.app import CSS, build_app
     from demo.compare import Comparer
     from demo.design import Designer, Parent, load_front, slice_of_record
-    from demo.variants import build_front, default_registry
+    from demo.variants import build_front, default_cache, default_registry
 
     if args.design_parent is not None and not (args.design_parent / "config.json").is_file():
         raise UserError(f"--design-parent {args.design_parent} is not a checkpoint folder (no config.json)")
     if args.front_max < 1:
         raise UserError(f"--front-max {args.front_max}: serve at least one slice of the front")
+    cache = args.cache or default_cache()
     front = load_front(args.front) if args.front else []
     if front and args.paths:
         raise UserError("--front serves a search front's slices beside their parent: give it or folders, not both")
-    registry = build_front(front, args.cache, args.front_max) if front else default_registry(args.paths,
-                                                                                                cache=args.cache)
+    registry = build_front(front, cache, args.front_max) if front else default_registry(args.paths, cache=cache)
     source = args.design_parent or registry.get(registry.parent).checkpoint
     designer = None
     if source is not None:
-        parent = Parent.load(source, args.cache / "corpora")
+        parent = Parent.load(source, cache / "corpora")
         slices = {v.name: spec for v in registry.variants.values()
                   if (spec := slice_of_record(v.slice_record, parent.config)) is not None}
-        designer = Designer(parent, args.cache / "designs", slices, front)
+        designer = Designer(parent, cache / "designs", slices, front)
     app = build_app(Comparer(registry), designer)
     print(f"serving {', '.join(registry.names)} (parent {registry.parent}) at http://{args.host}:{args.port}/"
           + (f"; designing slices of {source}" if source else "; no design parent (--design-parent)"), flush=True)
@@ -61,8 +59,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     demo.add_argument("--design-parent", type=Path, metavar="CHECKPOINT",
                       help="the checkpoint the Design tab cuts (default: the parent variant's, when known)")
-    demo.add_argument("--cache", type=Path, default=CACHE, help=f"where defaults and designs are built "
-                      f"(default {CACHE})")
+    demo.add_argument("--cache", type=Path, help="where defaults and designs are built (default: demo/ in the "
+                      "user cache, ~/.cache/matslice unless $MATSLICE_CACHE is set)")
     demo.add_argument("--front", type=Path, metavar="FILE",
                       help="serve the parent and the slices of a search front (`matslice search --save FILE`)")
     demo.add_argument("--front-max", type=int, default=6,

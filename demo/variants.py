@@ -2,7 +2,7 @@
 
 Why a registry: the browser only ever sends variant *names*; every bundle folder is decided here, at
 start-up, from `dist/web/models.json`, from folders given on the command line, or from the embedded
-default checkpoint sliced and exported into `.cache/demo/`. No path from a request is ever opened.
+default checkpoint sliced and exported into the user cache (`default_cache`). No path from a request is ever opened.
 What each column shows beside the text (slice, parameters, bytes) is read from the bundle's own
 `manifest.json`, so the numbers describe exactly the files that are run.
 """
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gemma3n.cache import code_key, folder
 from gemma3n.config import load_config
 from gemma3n.errors import UserError
 from slicer.plan import SliceSpec
@@ -22,7 +23,6 @@ from slicer.report import layer_ranges
 from standins import nano
 
 MODELS_JSON = Path("dist/web/models.json")
-CACHE = Path(".cache/demo")
 # The default variants: the nested slices the default (nano) checkpoint was MatFormer-trained for.
 DEFAULT_SLICES: dict[str, SliceSpec | None] = {
     "parent": None,
@@ -31,6 +31,14 @@ DEFAULT_SLICES: dict[str, SliceSpec | None] = {
 }
 # The demo prompts with text and audio only, so the defaults are exported without the vision encoder.
 DEFAULT_ENCODERS = {"audio"}
+
+
+def default_cache() -> Path:
+    """The user cache's demo/ folder for this code: the default variants, exports and designs live under it.
+
+    Keyed by the code that slices and exports (and decides the default slices), so a change to it builds anew
+    instead of serving a bundle the old code wrote."""
+    return folder("demo") / code_key("gemma3n", "slicer", "web_export", "demo.variants")
 
 
 class UnknownVariant(ValueError):
@@ -184,10 +192,11 @@ def from_models_json(path: Path) -> Registry:
     return Registry(variants, parent)
 
 
-def from_paths(paths: list[Path], cache: Path = CACHE) -> Registry:
+def from_paths(paths: list[Path], cache: Path | None = None) -> Registry:
     """Bundles, checkpoints (exported once into `cache`) or a folder holding models.json."""
     if len(paths) == 1 and (Path(paths[0]) / "models.json").is_file():
         return from_models_json(Path(paths[0]) / "models.json")
+    cache = cache or default_cache()
     variants = []
     for path in map(Path, paths):
         name = path.resolve().name
@@ -232,12 +241,12 @@ def build_variant(parent: Path, name: str, spec: SliceSpec | None, bundle: Path,
     return load_variant(name, bundle, model)
 
 
-def build_defaults(cache: Path = CACHE, checkpoint: Path | None = None) -> Registry:
+def build_defaults(cache: Path | None = None, checkpoint: Path | None = None) -> Registry:
     """Slice the embedded default checkpoint into DEFAULT_SLICES and export each (once, then cached)."""
     from standins.default import default_checkpoint
 
     parent = Path(checkpoint or default_checkpoint())
-    root = cache / parent.name
+    root = (cache or default_cache()) / parent.name
     variants = [_default_variant(parent, root, name, spec) for name, spec in DEFAULT_SLICES.items()]
     return Registry(variants, parent="parent")
 
@@ -257,7 +266,7 @@ def pick_front(entries: list[dict[str, Any]], most: int) -> list[dict[str, Any]]
     return [entries[round(i * (len(entries) - 1) / (most - 1))] for i in range(most)]
 
 
-def build_front(entries: list[dict[str, Any]], cache: Path = CACHE, most: int = 6) -> Registry:
+def build_front(entries: list[dict[str, Any]], cache: Path | None = None, most: int = 6) -> Registry:
     """The parent and a search front's slices (`matslice search --save`), each sliced and exported once through
     the same path as the defaults, with every modality its slice keeps, so a bundle is the one whose bytes the
     search predicted. Each variant carries the search's numbers for the variant list."""
@@ -271,7 +280,7 @@ def build_front(entries: list[dict[str, Any]], cache: Path = CACHE, most: int = 
     if not (parent / "config.json").is_file():
         raise UserError(f"the search front slices {parent}, which is not a checkpoint folder here: run the demo where "
                         "the search ran, or search again")
-    root = cache / parent.name
+    root = (cache or default_cache()) / parent.name
     variants = [_default_variant(parent, root, "parent", None)]
     for entry in pick_front(entries, most):
         spec = front_spec(entry)
@@ -285,7 +294,8 @@ def build_front(entries: list[dict[str, Any]], cache: Path = CACHE, most: int = 
     return Registry(variants, parent="parent")
 
 
-def default_registry(paths: list[Path] | None = None, models_json: Path = MODELS_JSON, cache: Path = CACHE) -> Registry:
+def default_registry(paths: list[Path] | None = None, models_json: Path = MODELS_JSON,
+                     cache: Path | None = None) -> Registry:
     """What `matslice demo` serves: the given folders, else dist/web/models.json, else the built defaults."""
     if paths:
         return from_paths(paths, cache)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gemma3n.cache import folder
 from gemma3n.errors import UserError
 
 TEXT = (
@@ -56,9 +57,11 @@ def read_wav(path: Path, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
     return samples.astype(np.float32)
 
 
-def speech_clips(cache: Path = Path(".cache/eval-speech"), count: int = 3) -> list[np.ndarray]:
-    """The first `count` sentences of TEXT spoken by espeak-ng, cached as WAV files."""
+def speech_clips(cache: Path | None = None, count: int = 3) -> list[np.ndarray]:
+    """The first `count` sentences of TEXT spoken by espeak-ng, cached as WAV files (eval-speech/ in the user
+    cache unless `cache` is given)."""
     espeak = shutil.which("espeak-ng")
+    cache = cache or folder("eval-speech")
     clips = []
     for i, sentence in enumerate(sentences()[:count]):
         path = cache / f"sentence-{i}.wav"

@@ -15,6 +15,7 @@ then reuses what was built.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -24,6 +25,7 @@ from pathlib import Path
 from gemma3n.errors import UserError
 
 VARIABLE = "MATSLICE_CACHE"
+SOURCE = Path(__file__).resolve().parents[1]  # the project's packages
 
 
 def root() -> Path:
@@ -88,3 +90,14 @@ def cached(path: Path, build: Callable[[Path], object], marker: str) -> Path:
     if not (path / marker).is_file():
         raise AssertionError(f"building {path} did not write {marker}")
     return path
+
+
+def code_key(*names: str, extra: str = "") -> str:
+    """A short digest of `extra` and the source of the named project modules or packages (`standins.nano`,
+    `web_export`): part of the key of anything that code writes, so a code change is a new entry."""
+    digest = hashlib.sha256(extra.encode())
+    for name in names:
+        path = SOURCE / name.replace(".", "/")
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]:
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]

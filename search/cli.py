@@ -15,8 +15,6 @@ from typing import Any
 from gemma3n.errors import UserError
 from gemma3n.units import human_bytes, parse_size
 
-CACHE = Path(".cache/search")
-
 
 def _request(args: argparse.Namespace) -> Any:
     from dataclasses import replace
@@ -51,10 +49,13 @@ def _request(args: argparse.Namespace) -> Any:
 
 
 def default_front_path(result: dict[str, Any]) -> Path:
-    """Under .cache/search/, named for the model and keyed by what was asked, so reruns replace their own file."""
+    """Under search/ in the user cache, named for the model and keyed by what was asked, so reruns replace their
+    own file."""
     asked = json.dumps({k: result[k] for k in ("model", "budget_bytes", "dtype", "seed", "trials", "calibration")},
                        sort_keys=True)
-    return CACHE / f"{Path(result['model']).name}-{hashlib.sha256(asked.encode()).hexdigest()[:10]}.json"
+    from gemma3n.cache import folder
+
+    return folder("search") / f"{Path(result['model']).name}-{hashlib.sha256(asked.encode()).hexdigest()[:10]}.json"
 
 
 def report(result: dict[str, Any]) -> str:
@@ -119,6 +120,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     search.add_argument("--ray", metavar="ADDRESS",
                         help="measure on a Ray cluster: HOST:PORT of its head, ray://HOST:PORT, auto, or local")
     search.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where candidates run (default cpu)")
-    search.add_argument("--save", metavar="FILE", help=f"the front's JSON file (default: under {CACHE}/)")
+    search.add_argument("--save", metavar="FILE",
+                        help="the front's JSON file (default: under search/ in the user cache)")
     search.add_argument("--json", action="store_true")
     search.set_defaults(run=cmd_search)

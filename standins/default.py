@@ -13,34 +13,25 @@ clone on the machine share one copy, and rebuild only when that code or text cha
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from gemma3n.cache import cached, folder
+from gemma3n.cache import cached, code_key, folder
 
 Kind = Literal["nano", "tiny"]
-
-
-def _code_key(*modules: str, extra: str = "") -> str:
-    """A digest of the named modules' source files (`package.module`) and `extra`."""
-    digest = hashlib.sha256(extra.encode())
-    for module in modules:
-        digest.update((Path(__file__).parents[1] / f"{module.replace('.', '/')}.py").read_bytes())
-    return digest.hexdigest()[:12]
 
 
 def _builder(kind: Kind) -> tuple[str, Callable[[Path, int], Path]]:
     if kind == "tiny":
         from standins.tiny import write_tiny
 
-        return _code_key("standins.tiny", "standins.folder"), lambda out, seed: write_tiny(out, seed=seed)
+        return code_key("standins.tiny", "standins.folder"), lambda out, seed: write_tiny(out, seed=seed)
     if kind == "nano":
         from standins.corpus import sources_key
         from standins.nano import write_nano
 
-        return (_code_key("standins.nano", "standins.corpus", "standins.wordnet", "standins.books", "standins.packages",
+        return (code_key("standins.nano", "standins.corpus", "standins.wordnet", "standins.books", "standins.packages",
                           "standins.tiny", "standins.folder", "slicer.masked", extra=sources_key()),
                 lambda out, seed: write_nano(out, seed=seed))
     raise ValueError(f"unknown default model kind {kind!r}: choose nano or tiny")

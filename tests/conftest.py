@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random Gemma 3n checkpoints written once per test session, offline."""
+"""Shared fixtures: tiny random Gemma 3n checkpoints written once per test session, the default nano model and
+its demo variants from the user cache (built once per machine), offline."""
 
 from __future__ import annotations
 
@@ -30,6 +31,22 @@ def tiny_text(tmp_path_factory) -> Path:
     from standins.tiny import write_tiny
 
     return write_tiny(tmp_path_factory.mktemp("tiny") / "text", text_only=True, seed=0)
+
+
+@pytest.fixture(scope="session")
+def nano_checkpoint() -> Path:
+    """The default (trained nano) checkpoint from the user cache: trained once per machine, not per run."""
+    from standins.default import default_checkpoint
+
+    return default_checkpoint()
+
+
+@pytest.fixture(scope="session")
+def default_variants(nano_checkpoint: Path):
+    """The demo's default variants (demo.variants.build_defaults), sliced and exported once into the user cache."""
+    from demo.variants import build_defaults
+
+    return build_defaults(checkpoint=nano_checkpoint)
 
 
 @pytest.fixture(scope="session")

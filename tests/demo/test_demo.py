@@ -3,7 +3,7 @@
 Each variant's text is checked against its own greedy output computed here (the bundle's sessions in
 onnxruntime), its KL and top-1 against numpy over the two bundles' logits, its parameter count against the
 sliced checkpoint's safetensors headers, and its bytes against the files on disk. The default bundles are
-built once into the repository's .cache/demo (minutes the first time).
+built once into the user cache (minutes the first time on a machine).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from conftest import demo_server  # noqa: E402
 
-from demo.variants import Registry, Variant, build_defaults  # noqa: E402
+from demo.variants import Registry, Variant, default_cache  # noqa: E402
 from gemma3n.config import load_config  # noqa: E402
 from gemma3n.safetensors import read_tensors  # noqa: E402
 from standins import nano  # noqa: E402
@@ -34,14 +34,14 @@ STEPS = 12
 
 
 @pytest.fixture(scope="module")
-def registry() -> Registry:
-    return build_defaults(ROOT / ".cache/demo", default_checkpoint(ROOT / ".cache/models"))
+def registry(default_variants: Registry) -> Registry:
+    return default_variants
 
 
 def registry_checkpoint(name: str) -> Path:
     """The checkpoint a default variant was exported from (demo.variants.build_defaults' layout)."""
-    parent = default_checkpoint(ROOT / ".cache/models")
-    return parent if name == "parent" else ROOT / ".cache/demo" / parent.name / "checkpoints" / name
+    parent = default_checkpoint()
+    return parent if name == "parent" else default_cache() / parent.name / "checkpoints" / name
 
 
 @pytest.fixture(scope="module")

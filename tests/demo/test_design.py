@@ -5,7 +5,7 @@ A design's numbers are checked against `matslice plan --json` run on the same sl
 store layer skipped while its readers stay) must come back with the plan's reason and leave nothing on disk; a
 built design must be served (`/variants`, a `/compare` run, the plot) with its bundle's own manifest numbers,
 and the `matslice slice` command the tab shows must rebuild the same checkpoint byte for byte. Builds go to a
-temporary --cache; the default bundles are the ones tests/demo/test_demo.py uses (.cache/demo).
+temporary --cache; the default bundles are the ones tests/demo/test_demo.py uses (from the user cache).
 """
 
 from __future__ import annotations
@@ -24,12 +24,11 @@ gradio_client = pytest.importorskip("gradio_client")
 from conftest import demo_server  # noqa: E402
 
 from demo.design import Design, Parent, design_of, evaluate, layer_grid  # noqa: E402
-from demo.variants import Registry, build_defaults  # noqa: E402
+from demo.variants import Registry  # noqa: E402
 from gemma3n.config import e4b_config  # noqa: E402
 from slicer.nesting import nested_widths  # noqa: E402
 from slicer.plan import make_plan  # noqa: E402
 from slicer.presets import get_preset  # noqa: E402
-from standins.default import default_checkpoint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -115,13 +114,13 @@ def test_design_json_is_checked() -> None:
 # --- The app ------------------------------------------------------------------------------------------------------
 # --- The app (server) ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def nano() -> Path:
-    return default_checkpoint(ROOT / ".cache/models")
+def nano(nano_checkpoint: Path) -> Path:
+    return nano_checkpoint
 
 
 @pytest.fixture(scope="module")
-def registry(nano: Path) -> Registry:
-    return build_defaults(ROOT / ".cache/demo", nano)
+def registry(default_variants: Registry) -> Registry:
+    return default_variants
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,6 @@ from gemma3n.errors import UserError
 from slicer import vocab
 from slicer.vocab import VocabCut
 from standins.corpus import load_corpus
-from standins.default import default_checkpoint
 from standins.nano import nano_config
 from standins.tiny import tiny_config
 from web_export.node import run_script
@@ -50,12 +49,12 @@ CHATS = [
 
 # --- Fixtures --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def fx(tiny_text: Path, tmp_path_factory) -> Path:
+def fx(tiny_text: Path, nano_checkpoint: Path, tmp_path_factory) -> Path:
     """A folder holding `tiny` (the tiny text-only checkpoint) and `nano` (the default nano model), plus the
     nano model's corpus as `corpus/train.txt` and `corpus/held_out.txt`, one paragraph per line."""
     folder = tmp_path_factory.mktemp("vocab")
     (folder / "tiny").symlink_to(tiny_text)
-    (folder / "nano").symlink_to(default_checkpoint(ROOT / ".cache" / "models").resolve())
+    (folder / "nano").symlink_to(nano_checkpoint.resolve())
     corpus = load_corpus()
     (folder / "corpus").mkdir()
     (folder / "corpus" / "train.txt").write_text("\n".join(corpus.train) + "\n")

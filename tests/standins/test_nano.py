@@ -3,8 +3,8 @@
 The fast tests train for a few steps only: they prove the folder is a stock-loadable Gemma 3n with a
 consistent Gemma-style tokenizer, that training is repeatable, and that each MatFormer sub-model computed
 during training is exactly what slice_checkpoint writes. Whether the training buys anything is checked on the
-default checkpoint the suite builds once anyway (`standins.default.default_checkpoint`, cached in
-.cache/models): its nested slices must be worse in order on held-out general English. That the order holds
+default checkpoint (`standins.default.default_checkpoint`, built once per machine into the user cache): its
+nested slices, and its width-only slices, must be worse in order on held-out prose from the books. That the order holds
 for every seed, and that MatFormer beats plain training on the slices, needs three more full runs
 (`matslice bench --only nano`): the slow test, run with MATSLICE_SLOW=1.
 """
@@ -24,7 +24,6 @@ from tokenizers import Tokenizer
 from transformers import AutoTokenizer, Gemma3nForCausalLM, Gemma3nForConditionalGeneration
 
 from gemma3n.config import load_config, parse_config
-from gemma3n.errors import UserError
 from slicer.checkpoint import slice_checkpoint
 from slicer.plan import make_plan
 from standins import nano, wordnet
@@ -73,7 +72,8 @@ def test_folder_loads_in_stock_transformers(nano_dir: Path) -> None:
     roles = load_config(nano_dir).text.kv_roles
     assert "reuse" in roles and "store" in roles
     card = (nano_dir / "README.md").read_text()
-    assert "random" in card and "Python Software Foundation License" in card and "WordNet 3.0 License" in card
+    assert "random" in card and "Python Software Foundation License" in card and "WordNet 3.1 License" in card
+    assert "public domain" in card and "Moby Dick" in card
     assert all(prompt in card for prompt in nano.PROMPTS)
 
 
@@ -174,8 +174,9 @@ def test_step_gradients_are_the_whole_batch_gradient() -> None:
 
 def test_corpus_sources_are_prose_each_with_its_own_held_out_split() -> None:
     corpus = load_corpus()
-    assert [source.name for source in corpus.sources] == ["python-docs", "wordnet"]
-    docs, words = corpus.sources
+    assert [source.name for source in corpus.sources] == ["books", "wordnet", "python-docs"]
+    books, words, docs = corpus.sources
+    assert sum(map(len, books.train)) > 4_000_000 and len(books.held_out) > 500
     assert sum(map(len, docs.train)) > 500_000 and len(docs.held_out) > 100
     assert sum(map(len, words.train)) > 5_000_000 and len(words.held_out) > 5_000
     for source in corpus.sources:
@@ -189,7 +190,7 @@ def test_corpus_sources_are_prose_each_with_its_own_held_out_split() -> None:
         "A sentence that is long enough to count as a paragraph of English prose."]  # fmt: skip
 
 
-def test_wordnet_synsets_read_as_sentences(tmp_path: Path) -> None:
+def test_wordnet_synsets_read_as_sentences() -> None:
     line = ("09411430 17 n 01 river 0 007 @ 09448361 n 0000 | a large natural stream of water (larger than a "
             'creek); "the river was navigable for 50 miles"  ')
     assert wordnet.synset_entry(line) == ("What is a river?", "A river is a large natural stream of water (larger "
@@ -201,13 +202,11 @@ def test_wordnet_synsets_read_as_sentences(tmp_path: Path) -> None:
     assert wordnet.synset_entry(adjective) == ("What does light mean?", "Of sleep, light means easily disturbed. "
                                                "Other words for it: wakeful. In a light doze.")
     assert wordnet.synset_entry("  1 This software and database is being provided to you") is None
-    with pytest.raises(UserError, match="apt-get install wordnet-base"):
-        wordnet.data_files(tmp_path)
 
 
 def _perplexities(folder: Path, tmp: Path, stream: torch.Tensor) -> dict[str, float]:
     out = {}
-    for name, sub in nano.NAMED.items():
+    for name, sub in nano.MEASURED.items():
         child = folder if sub == nano.PARENT else _slice(folder, tmp / name, sub)
         cls = Gemma3nForConditionalGeneration if child == folder else Gemma3nForCausalLM
         out[name] = nano.perplexity(cls.from_pretrained(child).eval(), stream)
