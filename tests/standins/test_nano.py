@@ -23,12 +23,12 @@ from safetensors.torch import load_file
 from tokenizers import Tokenizer
 from transformers import AutoTokenizer, Gemma3nForCausalLM, Gemma3nForConditionalGeneration
 
+from gemma3n.cache import folder
 from gemma3n.config import load_config, parse_config
 from slicer.checkpoint import slice_checkpoint
 from slicer.plan import make_plan
 from standins import nano, wordnet
 from standins.corpus import HELD_OUT_EVERY, load_corpus, paragraphs
-from standins.default import default_checkpoint
 from standins.folder import timm_problem
 
 FILES = {
@@ -42,6 +42,11 @@ FILES = {
     "preprocessor_config.json",
     "README.md",
 }
+# The default model (seed 0) on the first 32k held-out book tokens: parent 59.4, e2b_like 63.1, harsh 65.5, half 59.5,
+# quarter 59.8 (its model card). Whole skipped layers cost far more than narrower FFNs at this size, so the
+# width-only slices must be worse in order, by less.
+PARENT_PROSE_PPL = 70
+NESTED_MARGIN, WIDTH_MARGIN = 1.015, 1.001  # measured: +6.3 % / +3.7 %; +0.2 % / +0.4 %
 needs_timm = pytest.mark.skipif(timm_problem() is not None, reason="the multimodal nano model needs timm")
 
 
@@ -214,19 +219,19 @@ def _perplexities(folder: Path, tmp: Path, stream: torch.Tensor) -> dict[str, fl
 
 
 @needs_timm
-def test_default_model_slices_degrade_in_order_on_general_english(tmp_path: Path) -> None:
-    """The default checkpoint (trained once for the whole suite) on ~16k held-out WordNet tokens, as sliced files.
-
-    Each nested slice must be at least 1.5 % worse than the one it sits in, and the parent must have learnt
-    general English: a model of the docs alone scored about 262 here.
-    """
-    folder = default_checkpoint()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    stream = nano.token_stream(tokenizer, load_corpus().source("wordnet").held_out)[: 16 * 1024 + 1]
-    ppl = _perplexities(folder, tmp_path, stream)
+def test_default_model_slices_degrade_in_order_on_held_out_prose(nano_checkpoint: Path, tmp_path: Path) -> None:
+    """The default checkpoint on ~16k held-out tokens of the books, as sliced files: each nested slice (parent,
+    e2b_like, harsh) at least 1.5 % worse than the one it sits in, each width-only slice (every layer at 1/2, then
+    1/4 width) worse than the one before, and the parent must have learnt prose (PARENT_PROSE_PPL)."""
+    tokenizer = AutoTokenizer.from_pretrained(nano_checkpoint)
+    stream = nano.token_stream(tokenizer, load_corpus().source("books").held_out)[: 16 * 1024 + 1]
+    ppl = _perplexities(nano_checkpoint, tmp_path, stream)
     print(ppl)
-    assert ppl["parent"] < 80, ppl
-    assert ppl["e2b_like"] > 1.015 * ppl["parent"] and ppl["harsh"] > 1.015 * ppl["e2b_like"], ppl
+    assert ppl["parent"] < PARENT_PROSE_PPL, ppl
+    for order, margin in ((("parent", "e2b_like", "harsh"), NESTED_MARGIN),
+                          (("parent", "half", "quarter"), WIDTH_MARGIN)):
+        for before, after in itertools.pairwise(order):
+            assert ppl[after] > margin * ppl[before], (before, after, ppl)
 
 
 @pytest.mark.slow
@@ -234,13 +239,14 @@ def test_default_model_slices_degrade_in_order_on_general_english(tmp_path: Path
 def test_slices_degrade_in_order_for_every_seed_and_matformer_beats_plain_training() -> None:
     from benchmarks.nano import bench_nano
 
-    found = bench_nano(Path(".cache/bench/nano"))
+    found = bench_nano(folder("bench") / "nano")
     runs = [run["perplexity"] for run in found["runs"].values() if run["matformer"]]
     print({"matformer": found["matformer"], "plain": found["runs"]["plain-seed0"]["perplexity"]})
-    order = ("parent", "e2b_like", "harsh")
     for ppl in runs:  # paired by seed: the seeds differ more in level than a slice's gap within one seed does
-        for before, after in itertools.pairwise(order):
-            assert ppl[after]["wordnet"] > 1.015 * ppl[before]["wordnet"], (before, after, ppl)
+        for order, margin in ((("parent", "e2b_like", "harsh"), NESTED_MARGIN),
+                              (("parent", "half", "quarter"), WIDTH_MARGIN)):
+            for before, after in itertools.pairwise(order):
+                assert ppl[after]["books"] > margin * ppl[before]["books"], (before, after, ppl)
     plain = found["runs"]["plain-seed0"]["perplexity"]
-    mean = {sub: by_source["wordnet"]["mean"] for sub, by_source in found["matformer"].items()}
-    assert all(mean[sub] < plain[sub]["wordnet"] for sub in ("e2b_like", "harsh"))
+    mean = {sub: by_source["books"]["mean"] for sub, by_source in found["matformer"].items()}
+    assert all(mean[sub] < plain[sub]["books"] for sub in ("e2b_like", "harsh", "half", "quarter"))
