@@ -62,7 +62,7 @@ def measure(path: Path, parts: list[Part]) -> Written:
     import onnx
     from onnx import TensorProto
 
-    from web_export.quantize import all_graphs, largest_tensor, tensor_bytes
+    from web_export.graph import all_graphs, largest_tensor, tensor_bytes
 
     model = onnx.load(path, load_external_data=False)
     inits = {t.name: t for g in all_graphs(model) for t in g.initializer}
