@@ -61,8 +61,8 @@ def assert_plan_exact(onnx_dir: Path, checkpoint: Path, dtypes: tuple[str, ...],
                       **options) -> None:
     """Every session variant under `onnx_dir` holds exactly the weight tensors `matslice plan` predicts for
     `checkpoint` (names, bytes, inside or outside the .onnx file), its data files hold exactly those, and its largest
-    tensor is the predicted one (benchmarks.graph_bytes.measure raises on any difference)."""
-    from benchmarks.graph_bytes import measure
+    tensor is the predicted one (evaluation.written.measure raises on any difference)."""
+    from evaluation.written import measure
     from gemma3n.config import load_config
     from gemma3n.safetensors import read_tensors
     from slicer.footprint import bundle_sessions, largest, session_parts, vision_tensors_from
