@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers import free_port
 
 from gemma3n.config import load_config
 from search.space import space_for

@@ -19,7 +19,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import assert_plan_exact
+from helpers import assert_plan_exact
 
 from evaluation.parity import TorchInputs, fixed_inputs, torch_greedy
 from gemma3n.config import parse_config
