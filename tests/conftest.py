@@ -48,3 +48,31 @@ def tiny_text_graphs(tiny_text: Path) -> list:
     from web_export.export import trace_sessions
 
     return trace_sessions(tiny_text)
+
+
+@pytest.fixture(scope="session")
+def vocab_parents(tiny_text: Path, nano_checkpoint: Path, tmp_path_factory) -> Path:
+    """A folder holding `tiny` (the tiny text-only checkpoint) and `nano` (the default nano model), plus the
+    nano model's corpus as `corpus/train.txt` and `corpus/held_out.txt`, one paragraph per line."""
+    from standins.corpus import load_corpus
+
+    folder = tmp_path_factory.mktemp("vocab")
+    (folder / "tiny").symlink_to(tiny_text)
+    (folder / "nano").symlink_to(nano_checkpoint.resolve())
+    corpus = load_corpus()
+    (folder / "corpus").mkdir()
+    (folder / "corpus" / "train.txt").write_text("\n".join(corpus.train) + "\n")
+    (folder / "corpus" / "held_out.txt").write_text("\n".join(corpus.held_out) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def nano_corpus(vocab_parents: Path) -> list[tuple[str, str]]:
+    """300 training paragraphs: a real subset of what the nano tokenizer was trained on."""
+    lines = (vocab_parents / "corpus" / "train.txt").read_text().splitlines()
+    return [("train-300.txt", "\n".join(lines[:300]) + "\n")]
+
+
+@pytest.fixture(scope="session")
+def held_out(vocab_parents: Path) -> list[str]:
+    return (vocab_parents / "corpus" / "held_out.txt").read_text().splitlines()[:120]
