@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.export import _child
+from benchmarks.synthetic import synthetic_preset
 from gemma3n.config import load_config
 from slicer.footprint import bundle_footprint, runtime_memory
 
@@ -52,7 +52,7 @@ print(json.dumps({"before_kb": before, "loaded_kb": loaded, "loaded_anon_kb": lo
 
 def _bundle(work: Path, preset: str, dtype: str) -> tuple[Path, Path]:
     """(checkpoint, bundle) of the preset's full-shape synthetic child, exported once (`matslice export`)."""
-    child = _child(work, preset, vocab_divisor=1)
+    child = synthetic_preset(work, preset, vocab_divisor=1)
     bundle = work / f"bundle-{preset}-{dtype}"
     if not (bundle / "manifest.json").is_file():
         subprocess.run([sys.executable, "-m", "matslice", "export", str(child), str(bundle), "--dtype", dtype,

@@ -7,48 +7,14 @@ process so that peak RSS is the slicer's own.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
+from benchmarks.process import timed
 from benchmarks.synthetic import synthetic_text_config, write_synthetic
-
-
-def _timed(command: list[str], rss_limit: int | None = None) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one child process, measured on that process alone.
-
-    With `rss_limit`, the child is killed once its resident memory passes it (rather than letting the
-    kernel's OOM killer pick a victim on a shared machine), and CalledProcessError is raised.
-    """
-    os.sync()  # start clean: no run may pay for the previous run's dirty pages
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if rss_limit is not None:
-        threading.Thread(target=_watch, args=(process, rss_limit), daemon=True).start()
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode:
-        raise subprocess.CalledProcessError(process.returncode, command)
-    return seconds, usage.ru_maxrss * 1024
-
-
-def _watch(process: subprocess.Popen, limit: int) -> None:
-    status = Path(f"/proc/{process.pid}/status")
-    while process.poll() is None:
-        try:
-            rss = next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
-                       if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            return
-        if rss > limit:
-            process.kill()
-            return
-        time.sleep(0.2)
 
 
 def _copy_command(source: Path, target: Path) -> list[str]:
@@ -68,12 +34,12 @@ def bench_slicing(work: Path, preset: str = "E2B", vocab_divisor: int = 4, repea
     for _ in range(repeats):
         for folder in (child, copy):
             shutil.rmtree(folder, ignore_errors=True)
-        seconds, peak = _timed([sys.executable, "-m", "matslice", "slice", str(parent), str(child),
+        seconds, peak = timed([sys.executable, "-m", "matslice", "slice", str(parent), str(child),
                                 "--preset", preset, "--modalities", "text"])
         slice_runs.append(seconds)
         rss = max(rss, peak)
-        copy_runs.append(_timed(_copy_command(child, copy))[0])  # the same bytes the slice wrote
-        seconds, _ = _timed(_copy_command(child, copy.with_name("copy2")))
+        copy_runs.append(timed(_copy_command(child, copy))[0])  # the same bytes the slice wrote
+        seconds, _ = timed(_copy_command(child, copy.with_name("copy2")))
         shutil.rmtree(copy.with_name("copy2"))
         copy_runs.append(seconds)
     child_bytes = sum(p.stat().st_size for p in child.glob("*.safetensors"))

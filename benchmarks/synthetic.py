@@ -14,6 +14,7 @@ over a few units and greedy ids vary. Written at ~100M values/s.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,8 @@ import numpy as np
 from gemma3n.config import e4b_json, parse_config
 from gemma3n.safetensors import OutTensor, ShardWriter
 from gemma3n.shapes import text_shapes
+from slicer.plan import make_plan
+from slicer.presets import get_preset
 
 BLOCK = 16 << 20
 BRANCH_NORMS = ("post_attention_layernorm", "post_feedforward_layernorm", "post_per_layer_input_norm")
@@ -138,3 +141,13 @@ def _tokenizer_files(out: Path) -> None:
         tiny = write_tiny(Path(tmp) / "tiny", text_only=True)
         for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json"):
             shutil.copy2(tiny / name, out / name)
+
+
+def synthetic_preset(work: Path, preset: str, vocab_divisor: int) -> Path:
+    """A synthetic checkpoint shaped like E4B sliced to `preset`, text only (written once, then reused)."""
+    child = work / f"{preset}-v{vocab_divisor}"
+    if not (child / "config.json").exists():
+        spec = replace(get_preset(preset).spec(), modalities=("text",))
+        parent = parse_config(synthetic_text_config(vocab_divisor), "synthetic E4B")
+        write_synthetic(child, make_plan(parent, spec).child.to_json())
+    return child

@@ -201,7 +201,7 @@ def bench_vocab(work: Path, corpora: dict[str, list[tuple[str, str]]], held_out:
     import shutil
     import sys
 
-    from benchmarks.slicing import _timed
+    from benchmarks.process import timed
 
     results = bench_tokenizer(corpora, held_out)
     parent = full_parent(work)
@@ -221,11 +221,11 @@ def bench_vocab(work: Path, corpora: dict[str, list[tuple[str, str]]], held_out:
             child, bundle = work / f"vocab-{preset}-{label}", work / f"vocab-{preset}-{label}-q4"
             shutil.rmtree(child, ignore_errors=True)
             shutil.rmtree(bundle, ignore_errors=True)
-            seconds, rss = _timed([sys.executable, "-m", "matslice", "slice", str(parent), str(child), "--preset",
+            seconds, rss = timed([sys.executable, "-m", "matslice", "slice", str(parent), str(child), "--preset",
                                    preset, "--modalities", "text", "--vocab-corpus", str(corpus),
                                    "--vocab-size", str(cap)])
             results |= {f"{key}.slice_seconds": round(seconds, 1), f"{key}.slice_peak_rss_bytes": rss}
-            seconds, rss = _timed([sys.executable, "-m", "matslice", "export", str(child), str(bundle),
+            seconds, rss = timed([sys.executable, "-m", "matslice", "export", str(child), str(bundle),
                                    "--dtype", "q4"])
             manifest = json.loads((bundle / "manifest.json").read_text())
             sessions = sum(r["bytes"] for f, r in manifest["files"].items() if f.startswith("onnx/"))

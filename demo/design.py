@@ -380,7 +380,7 @@ def starting_points(parent: Parent, slices: Mapping[str, SliceSpec] = {},  # noq
     found = {"parent (nothing cut)": design_of(config, SliceSpec())}
     named = [(f"preset {p.name}", p.spec()) for p in all_presets()]
     named += [(f"variant {name}", spec) for name, spec in slices.items()]
-    named += [(f"front {entry.get('name', i)}", front_spec(entry)) for i, entry in enumerate(front)]
+    named += [(f"front {entry.get('name', i)}", SliceSpec.from_json(entry)) for i, entry in enumerate(front)]
     for label, spec in named:
         try:
             make_plan(config, spec)
@@ -388,14 +388,6 @@ def starting_points(parent: Parent, slices: Mapping[str, SliceSpec] = {},  # noq
             continue
         found[label] = design_of(config, spec)
     return found
-
-
-def front_spec(entry: Mapping[str, Any]) -> SliceSpec:
-    """A search front entry (name, SliceSpec fields, predicted numbers) as a SliceSpec; other keys ignored."""
-    fields = {"layers_to_skip", "ffn_dims", "audio_layers_to_skip", "audio_ffn_dim", "modalities", "vocab_corpus",
-              "vocab_size", "vocab_keep_unused"}
-    given = {key: tuple(value) if isinstance(value, list) else value for key, value in entry.items() if key in fields}
-    return SliceSpec(**given)
 
 
 def load_front(path: Path) -> list[dict[str, Any]]:

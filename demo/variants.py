@@ -270,8 +270,6 @@ def build_front(entries: list[dict[str, Any]], cache: Path | None = None, most: 
     """The parent and a search front's slices (`matslice search --save`), each sliced and exported once through
     the same path as the defaults, with every modality its slice keeps, so a bundle is the one whose bytes the
     search predicted. Each variant carries the search's numbers for the variant list."""
-    from demo.design import front_spec
-
     models = {entry.get("model") for entry in entries}
     if not entries or len(models) != 1 or None in models:
         raise UserError("the search front must list at least one slice, all of one parent (`model`): pass a file "
@@ -283,7 +281,7 @@ def build_front(entries: list[dict[str, Any]], cache: Path | None = None, most: 
     root = (cache or default_cache()) / parent.name
     variants = [_default_variant(parent, root, "parent", None)]
     for entry in pick_front(entries, most):
-        spec = front_spec(entry)
+        spec = SliceSpec.from_json(entry)
         dtype = str(entry.get("dtype") or "q4")
         key = hashlib.sha256(json.dumps([repr(spec), dtype]).encode()).hexdigest()[:12]
         where = root / "front" / key

@@ -1,8 +1,8 @@
 """The Pareto front of measured slices (bundle bytes against mean KL), and the file the demo reads it from.
 
-The front file is a JSON list, one object per slice: its name, the SliceSpec fields (what
-`demo.design.front_spec` and `matslice slice` take), the parent it slices, and the predicted bytes and
-measured KL / top-1 beside them, so the demo can show the search's numbers next to its own.
+The front file is a JSON list, one object per slice: its name, the SliceSpec fields (`SliceSpec.to_json`, what
+`SliceSpec.from_json` and `matslice slice` take), the parent it slices, and the predicted bytes and measured
+KL / top-1 beside them, so the demo can show the search's numbers next to its own.
 """
 
 from __future__ import annotations
@@ -52,14 +52,7 @@ def front_entries(front: Sequence[Candidate], model: str, dtype: str) -> list[di
         spec = found.spec
         entries.append({
             "name": name,
-            "layers_to_skip": list(spec.layers_to_skip),
-            "ffn_dims": list(spec.ffn_dims),
-            "audio_layers_to_skip": list(spec.audio_layers_to_skip),
-            "audio_ffn_dim": spec.audio_ffn_dim,
-            "modalities": list(spec.modalities),
-            "vocab_corpus": list(spec.vocab_corpus),
-            "vocab_size": spec.vocab_size,
-            "vocab_keep_unused": spec.vocab_keep_unused,
+            **spec.to_json(),
             "model": model,
             "dtype": dtype,
             "bytes": found.bytes,

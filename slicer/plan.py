@@ -10,7 +10,8 @@ with missing k/v weights), and every per-layer list in the config is re-derived 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from gemma3n.config import TEXT_ONLY_CLASS, AudioConfig, ModelConfig, TextConfig
@@ -40,6 +41,20 @@ class SliceSpec:
     @property
     def cuts_vocab(self) -> bool:
         return bool(self.vocab_corpus) or self.vocab_size is not None
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as JSON data, tuples as lists, in field order; `preset` (a label, not a cut) only when set."""
+        data = {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v for f in fields(self)}
+        if self.preset is None:
+            del data["preset"]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SliceSpec:
+        """The spec `to_json` wrote; other keys are ignored (a search front entry carries its numbers beside it)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()
+                      if key in names})
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ Three properties matter beyond "it loads" (web_export/TRAPS.md has the traps beh
 * dynamo export only: the TorchScript exporter bakes the empty-cache and q_length == 1 branches into
   the graph and cannot export the audio tower;
 * no build paths or stack traces in the files: the dynamo exporter stores them in metadata_props, so
-  all metadata and doc strings are dropped when a variant is saved (`quantize.strip_metadata`);
+  all metadata and doc strings are dropped when a variant is saved (`graph.strip_metadata`);
 * byte-identical output for the same checkpoint, in any process: `Gemma3nTextModel.forward` iterates
   `set(layer_types)`, whose order follows the per-process string hash seed and reorders the rotary
   nodes; and output axis names are sympy expressions whose term order can vary. Tracing sees a sorted

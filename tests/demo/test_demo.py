@@ -19,7 +19,7 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 
-from conftest import demo_server  # noqa: E402
+from helpers import demo_server  # noqa: E402
 
 from demo.variants import Registry, Variant, default_cache  # noqa: E402
 from gemma3n.config import load_config  # noqa: E402

@@ -21,7 +21,7 @@ import pytest
 
 gradio_client = pytest.importorskip("gradio_client")
 
-from conftest import demo_server  # noqa: E402
+from helpers import demo_server  # noqa: E402
 
 from demo.design import Design, Parent, design_of, evaluate, layer_grid  # noqa: E402
 from demo.variants import Registry  # noqa: E402

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import assert_plan_exact
+from helpers import assert_plan_exact
 
 from evaluation.parity import TOLERANCES, check_parity
 from web_export.bundle import write_bundle

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import MATSLICE, kill_when, partials
+from helpers import MATSLICE, kill_when, partials
 from torch import nn
 from transformers import AutoModelForCausalLM, Gemma3nForConditionalGeneration
 

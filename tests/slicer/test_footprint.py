@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import assert_plan_exact
+from helpers import assert_plan_exact
 
 from gemma3n.config import e4b_config, load_config
 from gemma3n.dtypes import DTYPES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -100,3 +101,13 @@ def test_plan_command_imports_no_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert '"kept_layers"' in done.stdout
+
+
+def test_slice_spec_json_round_trips_and_ignores_other_keys() -> None:
+    spec = SliceSpec(layers_to_skip=(3, 4), ffn_dims=(256,), audio_layers_to_skip=(1,), audio_ffn_dim=96,
+                     modalities=("text",), vocab_corpus=("a.txt",), vocab_size=4096, vocab_keep_unused=False)
+    data = spec.to_json()
+    assert data["layers_to_skip"] == [3, 4] and "preset" not in data
+    assert json.loads(json.dumps(data)) == data
+    assert SliceSpec.from_json({"name": "s1", "bytes": 9, **data}) == spec
+    assert SliceSpec.from_json(SliceSpec(preset="E2B").to_json()) == SliceSpec(preset="E2B")

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
-from conftest import assert_plan_exact
+from helpers import assert_plan_exact
 from transformers import Gemma3nForConditionalGeneration
 
 from gemma3n.config import load_config

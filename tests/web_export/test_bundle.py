@@ -19,15 +19,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from conftest import assert_plan_exact
+from helpers import assert_plan_exact
 
 from evaluation.parity import TorchInputs, fixed_inputs, torch_greedy
 from gemma3n.config import parse_config
 from gemma3n.safetensors import read_tensors
 from web_export.bundle import write_bundle
 from web_export.checkpoint import load_parts
+from web_export.chunks import external_chunk_count
+from web_export.graph import check_tensor_limit
 from web_export.node import node_generate
-from web_export.quantize import check_tensor_limit, external_chunk_count, quantize
+from web_export.quantize import quantize
 
 DTYPES = ("fp32", "q4")
 TEXT_SESSIONS = ("embed_tokens", "decoder_model_merged")

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import MATSLICE, kill_when, partials
+from helpers import MATSLICE, kill_when, partials
 
 
 def run(*args) -> subprocess.CompletedProcess:

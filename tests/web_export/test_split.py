@@ -20,7 +20,8 @@ import pytest
 
 from evaluation.dequantized import quantized_tensors
 from gemma3n.dtypes import DTYPES
-from web_export.quantize import tensor_bytes, variant_name, write_variant
+from web_export.graph import tensor_bytes
+from web_export.quantize import variant_name, write_variant
 from web_export.runtime import BundleRuntime, Prompt
 
 LIMITS = {"q8": 9216}  # q8 lookups quantize 32 columns of the 288-row table at a time: 9,216 bytes at least

@@ -7,7 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from conftest import MATSLICE, kill_when, partials
+from helpers import MATSLICE, kill_when, partials
 
 from gemma3n.config import parse_config
 from standins import nano, tiny
