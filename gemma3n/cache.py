@@ -92,12 +92,19 @@ def cached(path: Path, build: Callable[[Path], object], marker: str) -> Path:
     return path
 
 
+CODE_SUFFIXES = (".py", ".csv", ".json")  # a package's code and the tables it reads
+
+
 def code_key(*names: str, extra: str = "") -> str:
     """A short digest of `extra` and the source of the named project modules or packages (`standins.nano`,
-    `web_export`): part of the key of anything that code writes, so a code change is a new entry."""
+    `web_export`: every file of its code and tables, by name and content): part of the key of anything that code
+    writes, so a code change is a new entry."""
     digest = hashlib.sha256(extra.encode())
     for name in names:
         path = SOURCE / name.replace(".", "/")
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path.with_suffix(".py")]:
-            digest.update(file.read_bytes())
+        if not path.is_dir():
+            digest.update(path.with_suffix(".py").read_bytes())
+            continue
+        for file in sorted(f for f in path.rglob("*") if f.suffix in CODE_SUFFIXES and "__pycache__" not in f.parts):
+            digest.update(file.relative_to(SOURCE).as_posix().encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:12]

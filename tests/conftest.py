@@ -44,10 +44,19 @@ def default_variants(nano_checkpoint: Path):
 
 @pytest.fixture(scope="session")
 def tiny_text_graphs(tiny_text: Path) -> list:
-    """The tiny text checkpoint's sessions traced once (the slow part of an export), for tests that write variants."""
+    """The tiny text checkpoint's sessions traced once (the slow part of an export), for tests that write variants
+    and bundles (`write_bundle(..., graphs=)`); the tests of tracing itself trace afresh."""
     from web_export.export import trace_sessions
 
     return trace_sessions(tiny_text)
+
+
+@pytest.fixture(scope="session")
+def tiny_multimodal_graphs(tiny_multimodal: Path) -> list:
+    """Every session of the tiny multimodal checkpoint traced once (minutes: the vision tower), as above."""
+    from web_export.export import trace_sessions
+
+    return trace_sessions(tiny_multimodal)
 
 
 @pytest.fixture(scope="session")

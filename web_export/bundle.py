@@ -55,13 +55,16 @@ def write_bundle(
     out: Path,
     dtypes: tuple[str, ...] = ("q4",),
     modalities: set[str] | None = None,
+    *,
+    graphs: list[SessionGraph] | None = None,
     **quantize_options: Any,
 ) -> Path:
     """Export, quantize and lay out `model_dir` as a transformers.js bundle at `out`; returns `out`.
 
     The first dtype is the default the bundle's config declares; the others are selectable with
     `from_pretrained(..., { dtype })`. `quantize_options` go to `web_export.quantize.quantize` (block_size,
-    symmetric, max_file_bytes, max_tensor_bytes).
+    symmetric, max_file_bytes, max_tensor_bytes). `graphs`: the sessions `trace_sessions(model_dir, modalities)`
+    returned, when they are traced already (several bundles of one checkpoint from one trace, the slow part).
     """
     model_dir, out = Path(model_dir), Path(out)
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
@@ -70,7 +73,7 @@ def write_bundle(
                         f"copy the tokenizer files from the checkpoint it was sliced from")
     with atomic_folder(out, overwrite=True) as staging:
         copy_side_files(model_dir, staging, names=REQUIRED_FILES + OPTIONAL_FILES)
-        sessions = build_sessions(model_dir, staging / ONNX_SUBDIR, dtypes, modalities, quantize_options)
+        sessions = build_sessions(model_dir, staging / ONNX_SUBDIR, dtypes, modalities, quantize_options, graphs)
         source_config = read_json(model_dir / "config.json")
         write_json(staging / "config.json", bundle_config(source_config, sessions, dtypes))
         write_json(staging / "manifest.json", manifest(staging, source_config, sessions, dtypes))
@@ -83,10 +86,12 @@ def build_sessions(
     dtypes: tuple[str, ...],
     modalities: set[str] | None,
     options: dict[str, Any],
+    graphs: list[SessionGraph] | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
-    """{session: {dtype: file record}} after tracing each session once and writing every dtype from the checkpoint."""
+    """{session: {dtype: file record}} after tracing each session once (unless `graphs` are given) and writing every
+    dtype from the checkpoint."""
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    graphs = trace_sessions(model_dir, modalities)
+    graphs = trace_sessions(model_dir, modalities) if graphs is None else graphs
     return {
         graph.name: {dtype: write_session(graph, dtype, onnx_dir, options) for dtype in dtypes}
         for graph in tqdm(graphs, desc=f"writing ({', '.join(dtypes)})", unit="session")

@@ -54,16 +54,18 @@ OUTPUT_AXIS_NAMES = {
 }
 
 
-def export_onnx(model_dir: Path, out_dir: Path, modalities: set[str] | None = None) -> dict:
+def export_onnx(model_dir: Path, out_dir: Path, modalities: set[str] | None = None, *,
+                graphs: list[SessionGraph] | None = None) -> dict:
     """Export the fp32 variant of every session of the checkpoint at `model_dir` into `out_dir/onnx/`.
 
-    `modalities` picks encoders among {"audio", "vision"}; None means all a multimodal checkpoint has.
+    `modalities` picks encoders among {"audio", "vision"}; None means all a multimodal checkpoint has. `graphs`:
+    those sessions already traced (`trace_sessions`), as `write_bundle` takes them.
     Returns {"sessions": {name: {"path", "data_path", "inputs", "outputs", "seconds"}}, "seconds": total}.
     """
     start = time.perf_counter()
     onnx_dir = Path(out_dir) / ONNX_SUBDIR
     sessions = {}
-    for graph in trace_sessions(model_dir, modalities):
+    for graph in trace_sessions(model_dir, modalities) if graphs is None else graphs:
         began = time.perf_counter()
         onnx_dir.mkdir(parents=True, exist_ok=True)
         saved = write_variant(graph, "fp32", onnx_dir / f"{graph.name}.onnx", max_tensor_bytes=None)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from gemma3n.cache import code_key
 from gemma3n.config import ModelConfig, load_config
 from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
@@ -50,8 +51,7 @@ RUNTIME_FILES = {
        ("ort-wasm-simd-threaded.asyncify", "ort-wasm-simd-threaded") for ext in ("mjs", "wasm")},
 }
 # The code that decides a bundle's bytes: a change there invalidates every variant built before it.
-CODE_DIRS = ("gemma3n", "slicer", "web_export")
-NOT_CODE = {"cli.py", "node.py", "runtime.py", "options.py", "report.py"}
+CODE = ("gemma3n", "slicer", "web_export")
 
 
 @dataclass(frozen=True)
@@ -157,16 +157,6 @@ def checkpoint_hash(model: Path) -> str:
     for path in sorted(p for p in model.rglob("*") if p.is_file() and not p.name.startswith(".")):
         digest.update(path.relative_to(model).as_posix().encode() + b"\0")
         file_digest(path, digest)
-    return digest.hexdigest()
-
-
-def code_hash() -> str:
-    """The slicing and export code: a change there may change the bundle, so it invalidates every variant."""
-    digest = hashlib.sha256()
-    for folder in CODE_DIRS:
-        for path in sorted((ROOT / folder).rglob("*")):
-            if path.is_file() and path.suffix in (".py", ".csv", ".json") and path.name not in NOT_CODE:
-                digest.update(path.relative_to(ROOT).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 
@@ -326,7 +316,7 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
 
     ensure_installed()
     (out / "models").mkdir(parents=True, exist_ok=True)
-    previous, checkpoint, code = previous_entries(out), checkpoint_hash(model), code_hash()
+    previous, checkpoint, code = previous_entries(out), checkpoint_hash(model), code_key(*CODE)
     remove_stale(out, {v.id for v in variants})
     runtime = vendor_runtime(out)
     if not (out / "models.json").is_file():  # marks OUT as a MatSlice build before the first (long) export

@@ -16,8 +16,9 @@ DTYPES = ("fp16", "q4f16", "q8")
 
 
 @pytest.fixture(scope="module")
-def bundle(tiny_multimodal: Path, tmp_path_factory) -> Path:
-    return write_bundle(tiny_multimodal, tmp_path_factory.mktemp("verify") / "bundle", dtypes=DTYPES)
+def bundle(tiny_multimodal: Path, tiny_multimodal_graphs: list, tmp_path_factory) -> Path:
+    return write_bundle(tiny_multimodal, tmp_path_factory.mktemp("verify") / "bundle", dtypes=DTYPES,
+                        graphs=tiny_multimodal_graphs)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -43,13 +44,14 @@ def test_a_bundle_of_another_checkpoint_fails(tiny_multimodal: Path, bundle: Pat
     assert not report.passed and report.kl_mean > TOLERANCES["fp16"].max_kl
 
 
-def test_q4_with_64_weight_blocks_is_exact_and_predicted(tiny_text: Path, tmp_path: Path) -> None:
+def test_q4_with_64_weight_blocks_is_exact_and_predicted(tiny_text: Path, tiny_text_graphs: list,
+                                                         tmp_path: Path) -> None:
     """`--block-size 64` (the README's way to E2B text under 1.3 GB) verifies exactly and is what plan predicts."""
-    coarse = write_bundle(tiny_text, tmp_path / "block64", dtypes=("q4",), block_size=64)
+    coarse = write_bundle(tiny_text, tmp_path / "block64", dtypes=("q4",), block_size=64, graphs=tiny_text_graphs)
     report = check_parity(tiny_text, coarse, "q4")
     assert report.passed and report.max_logits_diff <= TOLERANCES["q4"].max_logits_diff, report
     assert_plan_exact(coarse / "onnx", tiny_text, ("q4",), block_size=64)
-    fine = write_bundle(tiny_text, tmp_path / "block32", dtypes=("q4",), block_size=32)
+    fine = write_bundle(tiny_text, tmp_path / "block32", dtypes=("q4",), block_size=32, graphs=tiny_text_graphs)
     assert _onnx_bytes(coarse) < _onnx_bytes(fine)
 
 

@@ -1,10 +1,10 @@
 """The nano Gemma 3n: a real, loadable, sliceable checkpoint whose slices are the sub-models it trained.
 
-The fast tests train for a few steps only: they prove the folder is a stock-loadable Gemma 3n with a
-consistent Gemma-style tokenizer, that training is repeatable, and that each MatFormer sub-model computed
-during training is exactly what slice_checkpoint writes. Whether the training buys anything is checked on the
-default checkpoint (`standins.default.default_checkpoint`, built once per machine into the user cache): its
-nested slices, and its width-only slices, must be worse in order on held-out prose from the books. That the order holds
+The folder tests run on the default checkpoint, the folder `write_nano` writes for seed 0 (trained once per
+machine into the user cache): they prove it is a stock-loadable Gemma 3n with a consistent Gemma-style tokenizer
+and that each MatFormer sub-model computed inside it is exactly what slice_checkpoint writes; a two-step training
+proves training is repeatable. Whether the training buys anything is checked on the same checkpoint: its nested
+slices, and its width-only slices, must be worse in order on held-out prose from the books. That the order holds
 for every seed, and that MatFormer beats plain training on the slices, needs three more full runs
 (`matslice bench --only nano`): the slow test, run with MATSLICE_SLOW=1.
 """
@@ -51,8 +51,9 @@ needs_timm = pytest.mark.skipif(timm_problem() is not None, reason="the multimod
 
 
 @pytest.fixture(scope="module")
-def nano_dir(tmp_path_factory) -> Path:
-    return nano.write_nano(tmp_path_factory.mktemp("nano") / "model", seed=0, steps=3)
+def nano_dir(nano_checkpoint: Path) -> Path:
+    """The default checkpoint: the folder `write_nano` writes for seed 0 (trained once per machine, user cache)."""
+    return nano_checkpoint
 
 
 @pytest.fixture(scope="module")

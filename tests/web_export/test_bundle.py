@@ -41,13 +41,14 @@ needs_node = pytest.mark.skipif(shutil.which("node") is None, reason="node is no
 
 
 @pytest.fixture(scope="module")
-def text_bundle(tiny_text: Path, tmp_path_factory) -> Path:
-    return write_bundle(tiny_text, tmp_path_factory.mktemp("bundles") / "text", dtypes=DTYPES)
+def text_bundle(tiny_text: Path, tiny_text_graphs: list, tmp_path_factory) -> Path:
+    return write_bundle(tiny_text, tmp_path_factory.mktemp("bundles") / "text", dtypes=DTYPES, graphs=tiny_text_graphs)
 
 
 @pytest.fixture(scope="module")
-def mm_bundle(tiny_multimodal: Path, tmp_path_factory) -> Path:
-    return write_bundle(tiny_multimodal, tmp_path_factory.mktemp("bundles") / "multimodal", dtypes=DTYPES)
+def mm_bundle(tiny_multimodal: Path, tiny_multimodal_graphs: list, tmp_path_factory) -> Path:
+    return write_bundle(tiny_multimodal, tmp_path_factory.mktemp("bundles") / "multimodal", dtypes=DTYPES,
+                        graphs=tiny_multimodal_graphs)
 
 
 def expected_onnx_files(sessions: tuple[str, ...]) -> set[str]:

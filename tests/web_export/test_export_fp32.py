@@ -34,15 +34,16 @@ ALL_SESSIONS = TEXT_SESSIONS | {"audio_encoder", "vision_encoder"}
 
 
 @pytest.fixture(scope="module")
-def text_onnx(tiny_text: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def text_onnx(tiny_text: Path, tiny_text_graphs: list, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("onnx_text")
-    return out, export_onnx(tiny_text, out)
+    return out, export_onnx(tiny_text, out, graphs=tiny_text_graphs)
 
 
 @pytest.fixture(scope="module")
-def multimodal_onnx(tiny_multimodal: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def multimodal_onnx(tiny_multimodal: Path, tiny_multimodal_graphs: list,
+                    tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("onnx_multimodal")
-    return out, export_onnx(tiny_multimodal, out)
+    return out, export_onnx(tiny_multimodal, out, graphs=tiny_multimodal_graphs)
 
 
 def kv_names(prefix: str, layers: int) -> list[str]:

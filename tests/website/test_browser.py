@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import numpy as np
 import pytest
 
+from gemma3n.cache import folder, locked
 from gemma3n.npm import NODE_DIR, ensure_installed
 from web_export.bundle import hashes
 from web_export.runtime import BundleRuntime, Prompt
@@ -43,12 +44,20 @@ EOS_IDS = (1, 6)  # the stand-in models' generation_config eos_token_id
 pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
 
 
+def build_site(name: str, *options: str) -> Path:
+    """`matslice build-web OPTIONS --out DIR` into DIR = test-sites/NAME in the user cache, as a user rebuilds a site:
+    build-web reuses every variant whose key (checkpoint content, slice, dtypes, code) is unchanged, so a machine
+    exports each variant once. Tests that break files do so in copies (`broken_copy`)."""
+    out = folder("test-sites") / name
+    with locked(out):  # two test runs at once: one builds, the other then reuses
+        build = [sys.executable, "-m", "matslice", "build-web", *options, "--out", str(out)]
+        subprocess.run(build, cwd=ROOT, check=True, capture_output=True, text=True)
+    return out
+
+
 @pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("site") / "web"
-    build = [sys.executable, "-m", "matslice", "build-web", "--no-parent", "--dtype", "q4,fp32,q4f16",
-             "--out", str(out)]
-    subprocess.run(build, cwd=ROOT, check=True, capture_output=True, text=True)
+def site() -> Path:
+    out = build_site("default", "--no-parent", "--dtype", "q4,fp32,q4f16")
     ensure_installed()
     return out
 
@@ -271,13 +280,10 @@ def test_f16_dtype_without_shader_f16_runs_on_wasm_and_says_why(site: Path, orig
 
 
 @pytest.fixture(scope="module")
-def audio_site(tiny_multimodal: Path, tmp_path_factory) -> Path:
+def audio_site(tiny_multimodal: Path) -> Path:
     """A site whose variant kept audio (the tiny model, one layer dropped), fp32 so ids compare exactly."""
-    out = tmp_path_factory.mktemp("audio-site") / "web"
-    build = [sys.executable, "-m", "matslice", "build-web", "--model", str(tiny_multimodal), "--no-parent",
-             "--layers-to-skip", "6", "--name", "audio", "--dtype", "fp32", "--out", str(out)]
-    subprocess.run(build, cwd=ROOT, check=True, capture_output=True, text=True)
-    return out
+    return build_site("audio", "--model", str(tiny_multimodal), "--no-parent", "--layers-to-skip", "6", "--name",
+                      "audio", "--dtype", "fp32")
 
 
 def test_audio_through_the_file_input(audio_site: Path, tmp_path: Path) -> None:
