@@ -46,7 +46,9 @@ FILES = {
 # quarter 59.8 (its model card). Whole skipped layers cost far more than narrower FFNs at this size, so the
 # width-only slices must be worse in order, by less.
 PARENT_PROSE_PPL = 70
-NESTED_MARGIN, WIDTH_MARGIN = 1.015, 1.001  # measured: +6.3 % / +3.7 %; +0.2 % / +0.4 %
+# Each slice over the one it sits in, seeds 0-2 (`matslice bench --only nano`): nested at least +3.0 % (seed 1's harsh
+# over e2b_like), width-only at least +0.10 % (seed 1's half over parent).
+NESTED_MARGIN, WIDTH_MARGIN = 1.015, 1.0005
 needs_timm = pytest.mark.skipif(timm_problem() is not None, reason="the multimodal nano model needs timm")
 
 
