@@ -2,7 +2,7 @@
 
 Everything the app may load is decided here, before serving (see demo/variants.py): a search front's slices
 (`--front`), else the folders given, else dist/web/models.json, else the embedded default checkpoint sliced
-and exported into the user cache (demo/ under ~/.cache/matslice, or $MATSLICE_CACHE).
+and exported into the user cache (variants/ under ~/.cache/matslice, or $MATSLICE_CACHE).
 The Design tab cuts one parent checkpoint: --design-parent, else the checkpoint the parent variant was
 exported from when that is known (the defaults, a checkpoint given as a folder); its builds go to
 <cache>/designs/<name> and join the served variants.
@@ -39,7 +39,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     front = load_front(args.front) if args.front else []
     if front and args.paths:
         raise UserError("--front serves a search front's slices beside their parent: give it or folders, not both")
-    registry = build_front(front, cache, args.front_max) if front else default_registry(args.paths, cache=cache)
+    registry = build_front(front, args.front_max) if front else default_registry(args.paths, cache=cache)
     source = args.design_parent or registry.get(registry.parent).checkpoint
     designer = None
     if source is not None:
@@ -59,8 +59,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     demo.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     demo.add_argument("--design-parent", type=Path, metavar="CHECKPOINT",
                       help="the checkpoint the Design tab cuts (default: the parent variant's, when known)")
-    demo.add_argument("--cache", type=Path, help="where defaults and designs are built (default: demo/ in the "
-                      "user cache, ~/.cache/matslice unless $MATSLICE_CACHE is set)")
+    demo.add_argument("--cache", type=Path, help="where designs, their corpora and the default slices' "
+                      "checkpoints go (default: demo/ in the user cache, ~/.cache/matslice unless $MATSLICE_CACHE is "
+                      "set); bundles are built once into the user cache's variants/")
     demo.add_argument("--front", type=Path, metavar="FILE",
                       help="serve the parent and the slices of a search front (`matslice search --save FILE`)")
     demo.add_argument("--front-max", type=int, default=6,

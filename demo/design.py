@@ -465,64 +465,20 @@ class Designer:
 
     def _build(self, design: Design, result: dict[str, Any], progress: Callable[[float, str], None]
                ) -> tuple[Path, dict[str, Any]]:
-        """Run the very commands the tab shows, in child processes, inside one atomic folder.
+        """Slice and export through `build_variant` (the path and cache build-web and the default variants use),
+        into one atomic folder: the checkpoint `commands` rebuilds, the bundle linked from the cache, design.json.
 
-        Why processes: what is built is then exactly what `commands` prints; the export's torch tracing and
-        its memory (about 2 GB for E2B) stay out of the server; and progress is read from their tqdm lines
-        rather than through Gradio's tqdm patching, which loses track when the ONNX exporter nests its own
-        bars inside ours.
+        Progress comes from the build's own callback: a fraction and the running stage.
         """
         from gemma3n.folders import atomic_folder
+        from web_export.variant import build_variant
 
+        plan, dtypes = check(self.parent, design)  # the vocabulary cut, if any, is the one evaluate made
         out = self.root / design.name
         with atomic_folder(out, overwrite=True) as work:  # a design of this name from an earlier session
-            slicing, exporting = command_lines(self.parent, design, work)
-            _run(slicing, progress, (0.0, 0.05), "slicing")
-            _run(exporting, progress, (0.05, 1.0), "exporting")
+            encoders = export_encoders(self.parent.config, design)
+            build_variant(self.parent.folder, plan, work / "bundle", dtypes, encoders, checkpoint=work / "checkpoint",
+                          progress=progress)
             (work / "design.json").write_text(json.dumps(result, indent=2) + "\n")
         progress(1.0, "done")
         return out / "bundle", result
-
-
-# A bar of `matslice export` -> the share of the export it ends (tracing dominates: minutes for a real model).
-_STAGES = {"slicing": 1.0, "tracing sessions": 0.85, "writing": 1.0}
-_BAR = re.compile(r"^(?P<desc>[^:\r\n]+): *(?P<pct>\d+)%")
-
-
-def _run(line: list[str], progress: Callable[[float, str], None], span: tuple[float, float], what: str) -> None:
-    """Run `matslice ...` as `python -m matslice ...`, reporting its tqdm bars as a share of `span`.
-
-    Its `error:` line becomes this UserError; any other failure a RuntimeError with the output's tail.
-    """
-    import subprocess
-    import sys
-
-    start, end = span
-    progress(start, what)
-    process = subprocess.Popen([sys.executable, "-m", "matslice", *line[1:]], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT)
-    tail: list[str] = []
-    pending = b""
-    done = 0.0
-    while chunk := os.read(process.stdout.fileno(), 65536):
-        *lines, pending = re.split(rb"[\r\n]", pending + chunk)
-        for text in (raw.decode(errors="replace").strip() for raw in lines):
-            if not text:
-                continue
-            tail = [*tail[-40:], text]
-            match = _BAR.match(text)
-            if not match:
-                continue
-            desc = match.group("desc").strip()
-            stage = next((s for s in _STAGES if desc.startswith(s)), None)
-            if stage is not None:
-                before = 0.0 if stage in ("slicing", "tracing sessions") else _STAGES["tracing sessions"]
-                done = max(done, before + (_STAGES[stage] - before) * int(match.group("pct")) / 100)
-            progress(start + (end - start) * done, desc)
-    code = process.wait()
-    if code == 0:
-        return
-    errors = [text for text in tail if text.startswith("error: ")]
-    if errors:
-        raise UserError(errors[-1].removeprefix("error: "))
-    raise RuntimeError(f"`{shlex.join(line)}` failed (exit {code}): " + " / ".join(tail[-5:]))

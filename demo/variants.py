@@ -2,25 +2,25 @@
 
 Why a registry: the browser only ever sends variant *names*; every bundle folder is decided here, at
 start-up, from `dist/web/models.json`, from folders given on the command line, or from the embedded
-default checkpoint sliced and exported into the user cache (`default_cache`). No path from a request is ever opened.
+default checkpoint sliced and exported into the user cache (`web_export.variant`). No path from a request
+is ever opened.
 What each column shows beside the text (slice, parameters, bytes) is read from the bundle's own
 `manifest.json`, so the numbers describe exactly the files that are run.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from gemma3n.cache import code_key, folder
-from gemma3n.config import load_config
 from gemma3n.errors import UserError
 from slicer.plan import SliceSpec
 from slicer.report import layer_ranges
 from standins import nano
+from web_export.variant import build_variant
 
 MODELS_JSON = Path("dist/web/models.json")
 # The default variants: the nested slices the default (nano) checkpoint was MatFormer-trained for.
@@ -34,7 +34,7 @@ DEFAULT_ENCODERS = {"audio"}
 
 
 def default_cache() -> Path:
-    """The user cache's demo/ folder for this code: the default variants, exports and designs live under it.
+    """The user cache's demo/ folder for this code: designs, their corpora and the default slices' checkpoints.
 
     Keyed by the code that slices and exports (and decides the default slices), so a change to it builds anew
     instead of serving a bundle the old code wrote."""
@@ -192,69 +192,37 @@ def from_models_json(path: Path) -> Registry:
     return Registry(variants, parent)
 
 
-def from_paths(paths: list[Path], cache: Path | None = None) -> Registry:
-    """Bundles, checkpoints (exported once into `cache`) or a folder holding models.json."""
+def from_paths(paths: list[Path]) -> Registry:
+    """Bundles, checkpoints (each exported once into the user cache, keyed by its content) or a folder holding
+    models.json."""
     if len(paths) == 1 and (Path(paths[0]) / "models.json").is_file():
         return from_models_json(Path(paths[0]) / "models.json")
-    cache = cache or default_cache()
     variants = []
     for path in map(Path, paths):
         name = path.resolve().name
         if (path / "manifest.json").is_file():
             variants.append(load_variant(name, path))
         elif (path / "config.json").is_file():
-            variants.append(load_variant(name, export_cached(path, cache / "exports" / _key(path) / name), path))
+            variants.append(load_variant(name, build_variant(path, None).bundle, path))
         else:
             raise UserError(f"{path} is neither a bundle (manifest.json) nor a checkpoint (config.json)")
     return Registry(variants)
 
 
-def _key(path: Path) -> str:
-    """Cache key of a checkpoint folder: its absolute path and config, so an edited checkpoint re-exports."""
-    digest = hashlib.sha256(str(path.resolve()).encode())
-    digest.update((path / "config.json").read_bytes())
-    return digest.hexdigest()[:12]
-
-
-def export_cached(model_dir: Path, out: Path, encoders: set[str] | None = None,
-                  dtypes: tuple[str, ...] = ("q4",)) -> Path:
-    """`write_bundle` unless `out` already holds a finished bundle (the bundle is renamed in when complete)."""
-    if not (out / "manifest.json").is_file():
-        from web_export.bundle import write_bundle
-
-        write_bundle(model_dir, out, dtypes=dtypes, modalities=encoders)
-    return out
-
-
-def build_variant(parent: Path, name: str, spec: SliceSpec | None, bundle: Path, model: Path,
-                  encoders: set[str] | None, dtypes: tuple[str, ...] = ("q4",)) -> Variant:
-    """Slice `parent` by `spec` into `model` (spec None: `model` is the parent itself) and export it into `bundle`,
-    each once and then cached; the registry's variant of it."""
-    from slicer.checkpoint import slice_checkpoint
-    from slicer.options import plan_for
-
-    if not (bundle / "manifest.json").is_file():
-        if spec is not None and not (model / "config.json").is_file():
-            slice_checkpoint(parent, model, plan_for(load_config(parent), spec, parent), overwrite=True,
-                             progress=False)
-        export_cached(model, bundle, encoders if load_config(model).multimodal else None, dtypes)
-    return load_variant(name, bundle, model)
-
-
 def build_defaults(cache: Path | None = None, checkpoint: Path | None = None) -> Registry:
-    """Slice the embedded default checkpoint into DEFAULT_SLICES and export each (once, then cached)."""
+    """Slice the embedded default checkpoint into DEFAULT_SLICES and export each (once, then cached).
+
+    The slices' checkpoints are kept under `cache` (the tests run them in PyTorch beside the bundles)."""
     from standins.default import default_checkpoint
 
     parent = Path(checkpoint or default_checkpoint())
-    root = (cache or default_cache()) / parent.name
-    variants = [_default_variant(parent, root, name, spec) for name, spec in DEFAULT_SLICES.items()]
+    root = (cache or default_cache()) / parent.name / "checkpoints"
+    variants = []
+    for name, spec in DEFAULT_SLICES.items():
+        model = parent if spec is None else root / name
+        built = build_variant(parent, spec, None, ("q4",), DEFAULT_ENCODERS, checkpoint=None if spec is None else model)
+        variants.append(load_variant(name, built.bundle, model))
     return Registry(variants, parent="parent")
-
-
-def _default_variant(parent: Path, root: Path, name: str, spec: SliceSpec | None) -> Variant:
-    """A default slice, kept where earlier versions built it: root/bundles/NAME and root/checkpoints/NAME."""
-    model = parent if spec is None else root / "checkpoints" / name
-    return build_variant(parent, name, spec, root / "bundles" / name, model, DEFAULT_ENCODERS)
 
 
 def pick_front(entries: list[dict[str, Any]], most: int) -> list[dict[str, Any]]:
@@ -266,7 +234,7 @@ def pick_front(entries: list[dict[str, Any]], most: int) -> list[dict[str, Any]]
     return [entries[round(i * (len(entries) - 1) / (most - 1))] for i in range(most)]
 
 
-def build_front(entries: list[dict[str, Any]], cache: Path | None = None, most: int = 6) -> Registry:
+def build_front(entries: list[dict[str, Any]], most: int = 6) -> Registry:
     """The parent and a search front's slices (`matslice search --save`), each sliced and exported once through
     the same path as the defaults, with every modality its slice keeps, so a bundle is the one whose bytes the
     search predicted. Each variant carries the search's numbers for the variant list."""
@@ -278,17 +246,11 @@ def build_front(entries: list[dict[str, Any]], cache: Path | None = None, most: 
     if not (parent / "config.json").is_file():
         raise UserError(f"the search front slices {parent}, which is not a checkpoint folder here: run the demo where "
                         "the search ran, or search again")
-    root = (cache or default_cache()) / parent.name
-    variants = [_default_variant(parent, root, "parent", None)]
+    variants = [load_variant("parent", build_variant(parent, None, None, ("q4",), DEFAULT_ENCODERS).bundle, parent)]
     for entry in pick_front(entries, most):
-        spec = SliceSpec.from_json(entry)
-        dtype = str(entry.get("dtype") or "q4")
-        key = hashlib.sha256(json.dumps([repr(spec), dtype]).encode()).hexdigest()[:12]
-        where = root / "front" / key
-        variant = build_variant(parent, str(entry["name"]), spec, where / "bundle", where / "checkpoint", None,
-                                (dtype,))
+        built = build_variant(parent, SliceSpec.from_json(entry), None, (str(entry.get("dtype") or "q4"),))
         searched = {k: entry[k] for k in ("bytes", "kl", "top1") if k in entry}
-        variants.append(Variant(variant.name, variant.folder, variant.manifest, variant.checkpoint, searched))
+        variants.append(replace(load_variant(str(entry["name"]), built.bundle), searched=searched))
     return Registry(variants, parent="parent")
 
 
@@ -296,7 +258,7 @@ def default_registry(paths: list[Path] | None = None, models_json: Path = MODELS
                      cache: Path | None = None) -> Registry:
     """What `matslice demo` serves: the given folders, else dist/web/models.json, else the built defaults."""
     if paths:
-        return from_paths(paths, cache)
+        return from_paths(paths)
     if models_json.is_file():
         return from_models_json(models_json)
     return build_defaults(cache)

@@ -15,6 +15,7 @@ then reuses what was built.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import os
 import sys
@@ -51,7 +52,7 @@ def folder(name: str) -> Path:
 
 @contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock named for `path` (the file `path.lock` beside it) while the block runs.
+    """Hold an exclusive lock named for `path` (the file `.NAME.lock` beside it) while the block runs.
 
     The lock is the kernel's (flock): it is released when the holder exits, killed or not, so a dead
     builder never blocks the next one.
@@ -108,3 +109,25 @@ def code_key(*names: str, extra: str = "") -> str:
         for file in sorted(f for f in path.rglob("*") if f.suffix in CODE_SUFFIXES and "__pycache__" not in f.parts):
             digest.update(file.relative_to(SOURCE).as_posix().encode() + b"\0" + file.read_bytes())
     return digest.hexdigest()[:12]
+
+
+def content_key(folder: Path) -> str:
+    """sha256 over every file of `folder` (relative names and contents; dot files aside), so any edit changes it.
+
+    Remembered per file list, sizes and modification times within a process: the demo keys three variants of
+    one parent, and a real parent is 5-16 GB."""
+    folder = Path(folder).resolve()
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    stamp = tuple((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
+    return _content_key(folder, stamp)
+
+
+@functools.lru_cache(maxsize=32)
+def _content_key(folder: Path, stamp: tuple[tuple[str, int, int], ...]) -> str:
+    digest = hashlib.sha256()
+    for name, _, _ in stamp:
+        digest.update(name.encode() + b"\0")
+        with open(folder / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()

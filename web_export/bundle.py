@@ -26,11 +26,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from gemma3n.config import MULTIMODAL_CLASS, parse_config
 from gemma3n.errors import UserError
 from gemma3n.folders import atomic_folder, copy_side_files
+from gemma3n.progress import Progress, steps, within
 from slicer.plan import count_params
 from web_export.export import ONNX_SUBDIR, trace_sessions
 from web_export.quantize import variant_name, write_variant
@@ -48,6 +47,7 @@ MANIFEST_FORMAT = 2  # 2: per-piece sha256 (`piece_bytes`, each file's `pieces`)
 # A page checks each file a piece at a time as it streams in, and a Range request by widening it to whole pieces,
 # so no byte reaches the model unchecked: a piece is what it buffers before hashing (WebCrypto hashes whole buffers).
 PIECE_BYTES = 16 << 20
+TRACING_SHARE = 0.85  # roughly tracing's share of an export's time, for progress reports only
 
 
 def write_bundle(
@@ -57,6 +57,7 @@ def write_bundle(
     modalities: set[str] | None = None,
     *,
     graphs: list[SessionGraph] | None = None,
+    progress: Progress | None = None,
     **quantize_options: Any,
 ) -> Path:
     """Export, quantize and lay out `model_dir` as a transformers.js bundle at `out`; returns `out`.
@@ -65,6 +66,7 @@ def write_bundle(
     `from_pretrained(..., { dtype })`. `quantize_options` go to `web_export.quantize.quantize` (block_size,
     symmetric, max_file_bytes, max_tensor_bytes). `graphs`: the sessions `trace_sessions(model_dir, modalities)`
     returned, when they are traced already (several bundles of one checkpoint from one trace, the slow part).
+    `progress` hears the fraction done and the session running (tracing takes most of the time).
     """
     model_dir, out = Path(model_dir), Path(out)
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
@@ -73,7 +75,8 @@ def write_bundle(
                         f"copy the tokenizer files from the checkpoint it was sliced from")
     with atomic_folder(out, overwrite=True) as staging:
         copy_side_files(model_dir, staging, names=REQUIRED_FILES + OPTIONAL_FILES)
-        sessions = build_sessions(model_dir, staging / ONNX_SUBDIR, dtypes, modalities, quantize_options, graphs)
+        sessions = build_sessions(model_dir, staging / ONNX_SUBDIR, dtypes, modalities, quantize_options, graphs,
+                                  progress)
         source_config = read_json(model_dir / "config.json")
         write_json(staging / "config.json", bundle_config(source_config, sessions, dtypes))
         write_json(staging / "manifest.json", manifest(staging, source_config, sessions, dtypes))
@@ -87,15 +90,18 @@ def build_sessions(
     modalities: set[str] | None,
     options: dict[str, Any],
     graphs: list[SessionGraph] | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """{session: {dtype: file record}} after tracing each session once (unless `graphs` are given) and writing every
     dtype from the checkpoint."""
     onnx_dir.mkdir(parents=True, exist_ok=True)
-    graphs = trace_sessions(model_dir, modalities) if graphs is None else graphs
-    return {
-        graph.name: {dtype: write_session(graph, dtype, onnx_dir, options) for dtype in dtypes}
-        for graph in tqdm(graphs, desc=f"writing ({', '.join(dtypes)})", unit="session")
-    }
+    traced = 0.0 if graphs is not None else TRACING_SHARE
+    if graphs is None:
+        graphs = trace_sessions(model_dir, modalities, within(progress, 0.0, traced))
+    writing = steps(graphs, f"writing ({', '.join(dtypes)})", "session", within(progress, traced, 1.0),
+                    name=lambda graph: graph.name)
+    return {graph.name: {dtype: write_session(graph, dtype, onnx_dir, options) for dtype in dtypes}
+            for graph in writing}
 
 
 def write_session(graph: SessionGraph, dtype: str, onnx_dir: Path, options: dict[str, Any]) -> dict[str, Any]:

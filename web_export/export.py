@@ -33,9 +33,9 @@ import onnx_ir as ir
 import onnxscript
 import torch
 from onnxscript.rewriter import onnx_fusions
-from tqdm import tqdm
 from transformers.models.gemma3n import modeling_gemma3n
 
+from gemma3n.progress import Progress, steps
 from web_export.checkpoint import freeze_sparsity_cutoffs, load_skeleton
 from web_export.quantize import write_variant
 from web_export.sessions import BATCH, SessionSpec, session_specs
@@ -79,12 +79,14 @@ def export_onnx(model_dir: Path, out_dir: Path, modalities: set[str] | None = No
     return {"sessions": sessions, "seconds": time.perf_counter() - start}
 
 
-def trace_sessions(model_dir: Path, modalities: set[str] | None = None) -> list[SessionGraph]:
+def trace_sessions(model_dir: Path, modalities: set[str] | None = None,
+                   progress: Progress | None = None) -> list[SessionGraph]:
     """Trace every session the checkpoint has (or `modalities` asks for) on a weightless skeleton."""
     parts = load_skeleton(Path(model_dir))
     freeze_sparsity_cutoffs(parts.text_model)
     specs = session_specs(parts, modalities)  # rejects bad modalities before anything is traced
-    return [trace_session(spec, parts.sources) for spec in tqdm(specs, desc="tracing sessions", unit="session")]
+    return [trace_session(spec, parts.sources)
+            for spec in steps(specs, "tracing sessions", "session", progress, name=lambda spec: spec.name)]
 
 
 def trace_session(spec: SessionSpec, sources: dict[int, CheckpointTensor]) -> SessionGraph:

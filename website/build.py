@@ -5,9 +5,10 @@ everything the page needs: the site from `site/`, `models/<variant>/` transforme
 and its slices), `models.json` (what the page lists before downloading anything), and the transformers.js
 and onnxruntime-web runtime files vendored from npm (pinned by `node/package-lock.json`, see web_export/node.py).
 
-Why keys: exporting even the tiny model takes a minute, a real one far longer. Each variant is keyed by
-the checkpoint's content hash, its slice, its dtypes and the code that slices and exports; a rebuild into
-the same folder reuses every variant whose key is unchanged. Every argument is checked (dtypes, presets,
+Why keys: exporting even the tiny model takes a minute, a real one far longer. Each variant is built once per
+machine into the user cache, keyed by the checkpoint's content, its slice, its dtypes and the code that slices
+and exports (`web_export.variant.build_variant`, the demo's path too), and linked into OUT: a rebuild, or
+another clone's build, reuses every variant whose key is unchanged. Every argument is checked (dtypes, presets,
 slices against the parent's config, the output folder, node/npm) before any slicing or exporting starts;
 a bad one ends the job with one `error:` line and exit status 2.
 """
@@ -19,14 +20,11 @@ import hashlib
 import json
 import re
 import shutil
-import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from gemma3n.cache import code_key
 from gemma3n.config import ModelConfig, load_config
 from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
@@ -34,6 +32,7 @@ from gemma3n.folders import check_writable
 from slicer.options import plan_for, spec_changes
 from slicer.plan import SlicePlan, SliceSpec
 from slicer.presets import get_preset
+from web_export.variant import build_variant
 
 ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "site"
@@ -50,13 +49,11 @@ RUNTIME_FILES = {
     **{f"onnxruntime-web/dist/{build}.{ext}": f"{build}.{ext}" for build in
        ("ort-wasm-simd-threaded.asyncify", "ort-wasm-simd-threaded") for ext in ("mjs", "wasm")},
 }
-# The code that decides a bundle's bytes: a change there invalidates every variant built before it.
-CODE = ("gemma3n", "slicer", "web_export")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """One bundle to build: the parent as it is (`plan` None) or one slice of it."""
+    """One bundle to build: the parent as it is (`plan` None) or one slice of it (planned: its choices checked)."""
 
     id: str
     label: str
@@ -143,61 +140,6 @@ def resolve_variants(args: argparse.Namespace, model: Path, is_default: bool) ->
     if len(set(ids)) != len(ids):
         raise UserError(f"two variants share a name ({', '.join(ids)}): pass --name for the custom slice")
     return variants
-
-
-def file_digest(path: Path, digest: Any) -> None:
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-
-
-def checkpoint_hash(model: Path) -> str:
-    """sha256 over every file of the checkpoint folder (names and contents), so any edit changes it."""
-    digest = hashlib.sha256()
-    for path in sorted(p for p in model.rglob("*") if p.is_file() and not p.name.startswith(".")):
-        digest.update(path.relative_to(model).as_posix().encode() + b"\0")
-        file_digest(path, digest)
-    return digest.hexdigest()
-
-
-def variant_key(checkpoint: str, code: str, variant: Variant, dtypes: tuple[str, ...]) -> str:
-    record = {"checkpoint": checkpoint, "code": code, "dtypes": list(dtypes),
-              "slice": None if variant.plan is None else variant.plan.record}
-    return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
-
-
-def previous_entries(out: Path) -> dict[str, dict[str, Any]]:
-    try:
-        models = json.loads((out / "models.json").read_text())
-        return {v["id"]: v for v in models.get("variants", [])}
-    except (OSError, ValueError, KeyError, TypeError):
-        return {}
-
-
-def reusable(out: Path, entry: dict[str, Any] | None, key: str) -> bool:
-    """An earlier bundle with the same key whose files are all still there with their recorded sizes."""
-    if not entry or entry.get("build_key") != key:
-        return False
-    bundle = out / entry["path"]
-    try:
-        manifest = json.loads((bundle / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return all((bundle / name).is_file() and (bundle / name).stat().st_size == record["bytes"]
-               for name, record in manifest["files"].items())
-
-
-def export_variant(model: Path, variant: Variant, dtypes: tuple[str, ...], bundle: Path) -> None:
-    """Slice (into a temporary folder) and write the bundle; the bundle appears whole or not at all."""
-    from slicer.checkpoint import slice_checkpoint
-    from web_export.bundle import write_bundle
-
-    if variant.plan is None:
-        write_bundle(model, bundle, dtypes=dtypes)
-        return
-    with tempfile.TemporaryDirectory(prefix=".slice-", dir=bundle.parent) as tmp:
-        child = slice_checkpoint(model, Path(tmp) / "child", variant.plan, progress=False)
-        write_bundle(child, bundle, dtypes=dtypes)
 
 
 def bundle_bytes(manifest: dict[str, Any], dtype: str, sessions: Sequence[str]) -> int:
@@ -316,7 +258,6 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
 
     ensure_installed()
     (out / "models").mkdir(parents=True, exist_ok=True)
-    previous, checkpoint, code = previous_entries(out), checkpoint_hash(model), code_key(*CODE)
     remove_stale(out, {v.id for v in variants})
     runtime = vendor_runtime(out)
     if not (out / "models.json").is_file():  # marks OUT as a MatSlice build before the first (long) export
@@ -324,15 +265,10 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
     copy_site(out)
     built: list[tuple[dict[str, Any], str]] = []
     for variant in variants:
-        key = variant_key(checkpoint, code, variant, dtypes)
-        bundle = out / "models" / variant.id
-        started = time.perf_counter()
-        reused = reusable(out, previous.get(variant.id), key)
-        if not reused:
-            print(f"building {variant.id} ({', '.join(dtypes)}) ...", flush=True)
-            export_variant(model, variant, dtypes, bundle)
-        note = "reused" if reused else f"built in {time.perf_counter() - started:.0f}s"
-        built.append((models_entry(variant, bundle, key, out), note))
+        print(f"{variant.id} ({', '.join(dtypes)}) ...", flush=True)
+        done = build_variant(model, variant.plan, out / "models" / variant.id, dtypes)
+        note = "reused" if done.reused else f"built in {done.seconds:.0f}s"
+        built.append((models_entry(variant, done.bundle, done.key, out), note))
         write_models_json(out, [entry for entry, _ in built], runtime, prompts)
     return built
 

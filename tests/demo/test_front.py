@@ -33,7 +33,7 @@ def test_the_front_is_served_by_name_with_its_numbers(tiny_text: Path, tmp_path:
     result = run_search(Request(tiny_text, 10**10, "q4", OPTIONS, trials=6, batch=3, window=128))
     path = save_front(tmp_path / "front.json", result["front"])
     entries = load_front(path)
-    registry = build_front(entries, tmp_path / "cache", most=1)
+    registry = build_front(entries, most=1)
     chosen = entries[-1]
     assert registry.names == ["parent", chosen["name"]] and registry.parent == "parent"
     variant = registry.get(chosen["name"])
@@ -43,7 +43,7 @@ def test_the_front_is_served_by_name_with_its_numbers(tiny_text: Path, tmp_path:
     assert variant.summary()["search"]["kl"] == chosen["kl"]
     labels = dict((name, label) for label, name in variant_choices(registry))
     assert labels["parent"] == "parent" and "MB predicted" in labels[chosen["name"]] and "KL" in labels[chosen["name"]]
-    again = build_front(entries, tmp_path / "cache", most=1)  # cached: the same folders, nothing rebuilt
+    again = build_front(entries, most=1)  # cached: the same folders, nothing rebuilt
     assert again.get(chosen["name"]).folder == variant.folder
     starts = Designer(Parent.load(tiny_text), tmp_path / "designs", front=entries).starts()
     assert any(label.startswith("front s") for label in starts)
@@ -53,4 +53,4 @@ def test_a_front_without_its_parent_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "front.json"
     path.write_text(json.dumps([{"name": "s1", "model": str(tmp_path / "gone"), "layers_to_skip": [1]}]))
     with pytest.raises(UserError, match="not a checkpoint folder"):
-        build_front(load_front(path), tmp_path / "cache")
+        build_front(load_front(path))
