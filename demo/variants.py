@@ -210,17 +210,18 @@ def from_paths(paths: list[Path]) -> Registry:
 
 
 def build_defaults(cache: Path | None = None, checkpoint: Path | None = None) -> Registry:
-    """Slice the embedded default checkpoint into DEFAULT_SLICES and export each (once, then cached).
-
-    The slices' checkpoints are kept under `cache` (the tests run them in PyTorch beside the bundles)."""
+    """Slice the embedded default checkpoint into DEFAULT_SLICES and export each (once, then cached), placed as
+    `cache`/<parent>/bundles/NAME (folders named for the variant, as `matslice demo FOLDER...` names them) beside
+    the slices' checkpoints, checkpoints/NAME (the tests run them in PyTorch beside the bundles)."""
     from standins.default import default_checkpoint
 
     parent = Path(checkpoint or default_checkpoint())
-    root = (cache or default_cache()) / parent.name / "checkpoints"
+    root = (cache or default_cache()) / parent.name
     variants = []
     for name, spec in DEFAULT_SLICES.items():
-        model = parent if spec is None else root / name
-        built = build_variant(parent, spec, None, ("q4",), DEFAULT_ENCODERS, checkpoint=None if spec is None else model)
+        model = parent if spec is None else root / "checkpoints" / name
+        built = build_variant(parent, spec, root / "bundles" / name, ("q4",), DEFAULT_ENCODERS,
+                              checkpoint=None if spec is None else model)
         variants.append(load_variant(name, built.bundle, model))
     return Registry(variants, parent="parent")
 

@@ -21,9 +21,12 @@ Three properties matter beyond "it loads" (web_export/TRAPS.md has the traps beh
 from __future__ import annotations
 
 import builtins
+import multiprocessing
+import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from pathlib import Path
 from unittest import mock
@@ -33,9 +36,10 @@ import onnx_ir as ir
 import onnxscript
 import torch
 from onnxscript.rewriter import onnx_fusions
+from tqdm import tqdm
 from transformers.models.gemma3n import modeling_gemma3n
 
-from gemma3n.progress import Progress, steps
+from gemma3n.progress import Progress, report, steps
 from web_export.checkpoint import freeze_sparsity_cutoffs, load_skeleton
 from web_export.quantize import write_variant
 from web_export.sessions import BATCH, SessionSpec, session_specs
@@ -79,14 +83,51 @@ def export_onnx(model_dir: Path, out_dir: Path, modalities: set[str] | None = No
     return {"sessions": sessions, "seconds": time.perf_counter() - start}
 
 
-def trace_sessions(model_dir: Path, modalities: set[str] | None = None,
-                   progress: Progress | None = None) -> list[SessionGraph]:
-    """Trace every session the checkpoint has (or `modalities` asks for) on a weightless skeleton."""
+# Tracing cost, heaviest first: a pool starts the long sessions first so the workers finish together.
+TRACE_ORDER = ("decoder_model_merged", "vision_encoder", "audio_encoder", "embed_tokens")
+
+
+def trace_sessions(model_dir: Path, modalities: set[str] | None = None, progress: Progress | None = None,
+                   workers: int | None = None) -> list[SessionGraph]:
+    """Trace every session the checkpoint has (or `modalities` asks for) on a weightless skeleton.
+
+    Tracing is single-threaded Python (minutes per session of a real model), so the sessions are traced in
+    `workers` processes at once (default: one per CPU, at most one per session). Each process traces on its own
+    skeleton; the graphs are the same bytes as one process traces, in the same order.
+    """
     parts = load_skeleton(Path(model_dir))
     freeze_sparsity_cutoffs(parts.text_model)
     specs = session_specs(parts, modalities)  # rejects bad modalities before anything is traced
-    return [trace_session(spec, parts.sources)
-            for spec in steps(specs, "tracing sessions", "session", progress, name=lambda spec: spec.name)]
+    workers = min(len(os.sched_getaffinity(0)), len(specs)) if workers is None else min(workers, len(specs))
+    if workers <= 1:
+        return [trace_session(spec, parts.sources)
+                for spec in steps(specs, "tracing sessions", "session", progress, name=lambda spec: spec.name)]
+    names = [spec.name for spec in specs]
+    del parts, specs  # the workers trace on skeletons of their own
+    graphs: dict[str, SessionGraph] = {}
+    spawn = multiprocessing.get_context("spawn")  # a fork would copy torch's threads mid-flight
+    with ProcessPoolExecutor(workers, mp_context=spawn, initializer=_worker_init) as pool, \
+            tqdm(total=len(names), desc=f"tracing sessions ({workers} processes)", unit="session") as bar:
+        report(progress, 0.0, f"tracing sessions: {', '.join(names)}")
+        ordered = sorted(names, key=lambda name: TRACE_ORDER.index(name) if name in TRACE_ORDER else -1)
+        pending = {pool.submit(_trace_named, Path(model_dir), modalities, name): name for name in ordered}
+        for done in as_completed(pending):
+            graphs[pending[done]] = done.result()
+            bar.update()
+            report(progress, len(graphs) / len(names), f"tracing sessions: {pending[done]} traced")
+    return [graphs[name] for name in names]
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)  # the workers share the CPUs between them
+
+
+def _trace_named(model_dir: Path, modalities: set[str] | None, name: str) -> SessionGraph:
+    """One session traced in a worker process, on a skeleton loaded there."""
+    parts = load_skeleton(model_dir)
+    freeze_sparsity_cutoffs(parts.text_model)
+    spec = next(spec for spec in session_specs(parts, modalities) if spec.name == name)
+    return trace_session(spec, parts.sources)
 
 
 def trace_session(spec: SessionSpec, sources: dict[int, CheckpointTensor]) -> SessionGraph:

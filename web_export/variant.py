@@ -117,7 +117,10 @@ def _export(parent: Path, plan: SlicePlan | None, entry: Path, dtypes: tuple[str
 
 
 def place(entry: Path, out: Path) -> None:
-    """`out` becomes a tree of hard links to `entry`'s files (copies where linking fails), whole or not at all."""
+    """`out` becomes a tree of hard links to `entry`'s files (copies where linking fails), whole or not at all;
+    left alone when it already is (its manifest is the entry's file)."""
+    if (out / "manifest.json").is_file() and (out / "manifest.json").samefile(entry / "manifest.json"):
+        return
     with atomic_folder(out, overwrite=True) as work:
         shutil.copytree(entry, work, copy_function=_link_or_copy, dirs_exist_ok=True)
 
