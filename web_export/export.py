@@ -98,7 +98,7 @@ def trace_sessions(model_dir: Path, modalities: set[str] | None = None, progress
     parts = load_skeleton(Path(model_dir))
     freeze_sparsity_cutoffs(parts.text_model)
     specs = session_specs(parts, modalities)  # rejects bad modalities before anything is traced
-    workers = min(len(os.sched_getaffinity(0)), len(specs)) if workers is None else min(workers, len(specs))
+    workers = min(available_cpus() if workers is None else workers, len(specs))
     if workers <= 1:
         return [trace_session(spec, parts.sources)
                 for spec in steps(specs, "tracing sessions", "session", progress, name=lambda spec: spec.name)]
@@ -116,6 +116,11 @@ def trace_sessions(model_dir: Path, modalities: set[str] | None = None, progress
             bar.update()
             report(progress, len(graphs) / len(names), f"tracing sessions: {pending[done]} traced")
     return [graphs[name] for name in names]
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (all of them where the OS cannot say)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _worker_init() -> None:

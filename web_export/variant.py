@@ -102,7 +102,8 @@ def _slice(parent: Path, plan: SlicePlan, out: Path, progress: Progress | None) 
 
 def _export(parent: Path, plan: SlicePlan | None, entry: Path, dtypes: tuple[str, ...], encoders: set[str] | None,
             checkpoint: Path | None, progress: Progress | None) -> None:
-    """Slice into a temporary folder beside the entry (unless `checkpoint` holds the slice) and export."""
+    """Slice into a scratch folder beside the entry (unless `checkpoint` holds the slice) and export. The scratch
+    folder is named as a partial of the entry, so a killed build's slice is removed by the next build of it."""
     from web_export.bundle import write_bundle
 
     exporting = within(progress, SLICING_SHARE, 1.0)
@@ -111,7 +112,7 @@ def _export(parent: Path, plan: SlicePlan | None, entry: Path, dtypes: tuple[str
     elif checkpoint is not None:
         write_bundle(checkpoint, entry, dtypes=dtypes, modalities=encoders, progress=exporting)
     else:
-        with tempfile.TemporaryDirectory(prefix=".slice-", dir=entry.parent) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f".{entry.name}.partial-{os.getpid()}-slice-", dir=entry.parent) as tmp:
             child = _slice(parent, plan, Path(tmp) / "child", within(progress, 0.0, SLICING_SHARE))
             write_bundle(child, entry, dtypes=dtypes, modalities=encoders, progress=exporting)
 

@@ -3,7 +3,7 @@
 Why one job: a user wants a folder to put on any static host, offline, with no CDN. So the output holds
 everything the page needs: the site from `site/`, `models/<variant>/` transformers.js bundles (the parent
 and its slices), `models.json` (what the page lists before downloading anything), and the transformers.js
-and onnxruntime-web runtime files vendored from npm (pinned by `node/package-lock.json`, see web_export/node.py).
+and onnxruntime-web runtime files vendored from npm (pinned by `node/package-lock.json`, see gemma3n/npm.py).
 
 Why keys: exporting even the tiny model takes a minute, a real one far longer. Each variant is built once per
 machine into the user cache, keyed by the checkpoint's content, its slice, its dtypes and the code that slices

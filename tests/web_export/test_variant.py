@@ -55,8 +55,8 @@ def test_built_once_linked_and_reported(tiny_text: Path, cache: Path, tmp_path: 
     fractions = [fraction for fraction, _ in heard]
     assert fractions == sorted(fractions) and fractions[0] == 0.0 and fractions[-1] == 1.0
     stages = [what for _, what in heard]
-    assert "slicing" in stages and "tracing sessions: embed_tokens" in stages
-    assert "writing (q4): decoder_model_merged" in stages
+    assert "slicing" in stages and "writing (q4): decoder_model_merged" in stages
+    assert any(what.startswith("tracing sessions") and "decoder_model_merged" in what for what in stages)
     again = build_variant(tiny_text, SLICE, tmp_path / "elsewhere", ("q4",))
     assert again.reused and again.key == first.key
     assert onnx_bytes(again.bundle) == onnx_bytes(entry)

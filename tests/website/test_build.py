@@ -14,19 +14,25 @@ from standins import nano, tiny
 from website.build import default_slice
 
 
-def test_killed_build_then_rebuild(tiny_text: Path, tmp_path: Path) -> None:
+def test_killed_build_then_rebuild(tiny_text: Path, tmp_path: Path, monkeypatch) -> None:
+    """The bundle is exported into the user cache (a temporary one here, so the build happens now) and linked
+    into OUT: killed while writing its ONNX files, neither the cache entry nor OUT's variant exists."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("MATSLICE_CACHE", str(cache))
     out = tmp_path / "web"
     args = ["build-web", "--model", str(tiny_text), "--no-parent", "--layers-to-skip", "6", "--name", "small",
             "--out", str(out)]
 
     def exporting() -> bool:
-        models = out / "models"
-        return models.is_dir() and any(p.glob("onnx/*.onnx*") for p in partials(models))
+        variants = cache / "variants"
+        return variants.is_dir() and any(p.glob("onnx/*.onnx*") for p in partials(variants))
 
     assert kill_when(args, exporting), "the build finished before it could be killed"
     listed = json.loads((out / "models.json").read_text())["variants"] if (out / "models.json").exists() else []
     assert not listed, "a variant whose bundle was never finished is listed"
-    assert not (out / "models" / "text-small").exists() and partials(out / "models")
+    assert not (out / "models" / "text-small").exists()
+    assert partials(cache / "variants") and not [p for p in (cache / "variants").iterdir() if p.is_dir()
+                                                 and not p.name.startswith(".")]
 
     done = subprocess.run([*MATSLICE, *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -36,6 +42,7 @@ def test_killed_build_then_rebuild(tiny_text: Path, tmp_path: Path) -> None:
     for name, record in manifest["files"].items():
         assert (out / "models" / "text-small" / name).stat().st_size == record["bytes"], name
     assert not partials(out / "models") and not [p for p in (out / "models").iterdir() if p.name.startswith(".")]
+    assert not partials(cache / "variants")  # the killed build's scratch slice and partial bundle are gone
 
 
 def test_default_slice_is_the_nano_models_e2b_like_slice() -> None:
