@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from gemma3n.npm import NODE_DIR, ensure_installed
+from web_export.manifest import Manifest
 from web_export.runtime import BundleRuntime, Prompt
 from website.serve import make_server
 
@@ -147,10 +148,10 @@ def bench_browser_full_shape(work: Path, corpus: Path, preset: str = FULL_SHAPE_
     bundle = site / variant["path"]
     wasm = run_page(site, "wasm", FULL_SHAPE_TOKENS, 900)
     python = run_python(bundle, dtype, wasm["prompt_ids"], FULL_SHAPE_TOKENS)
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = Manifest.load(bundle)
     result = {
         "preset": preset, "dtype": dtype, "variant": variant["id"], "bytes": variant["bytes"][dtype]["text"],
-        "largest_tensor_bytes": manifest["largest_tensor"]["bytes"], "vocab": (variant["slice"] or {}).get("vocab"),
+        "largest_tensor_bytes": manifest.largest_tensor["bytes"], "vocab": (variant["slice"] or {}).get("vocab"),
         "build_seconds": build_seconds, "wasm": wasm, "python": python,
         "wasm_ids_match": ids_match(wasm["ids"], python["ids"], python["top2_gaps"])[0],
         "ratios": _ratios(wasm, python),

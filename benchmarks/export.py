@@ -8,7 +8,6 @@ is its own.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from benchmarks.process import timed
 from benchmarks.synthetic import synthetic_preset
+from web_export.manifest import Manifest
 
 RSS_LIMIT = 21 << 30  # of this machine's 24 GiB: stop an export before the OOM killer picks a victim
 
@@ -30,15 +30,15 @@ def bench_export(work: Path, preset: str, dtype: str = "q4", vocab_divisor: int 
     except subprocess.CalledProcessError as exc:
         why = "killed above 21 GiB RSS" if exc.returncode == -9 else f"exit status {exc.returncode}"
         return {"preset": preset, "dtype": dtype, "vocab_divisor": vocab_divisor, "failed": why}
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = Manifest.load(out)
     per_session: dict[str, int] = {}
-    for name, record in manifest["files"].items():
+    for name, size in manifest.files().items():
         if name.startswith("onnx/"):
             session = Path(name).name.split(".onnx")[0]
-            per_session[session] = per_session.get(session, 0) + record["bytes"]
+            per_session[session] = per_session.get(session, 0) + size
     return {
         "preset": preset, "dtype": dtype, "vocab_divisor": vocab_divisor, "seconds": seconds, "peak_rss_bytes": rss,
-        "bytes": sum(r["bytes"] for r in manifest["files"].values()), "bytes_per_session": per_session,
+        "bytes": manifest.total_bytes(), "bytes_per_session": per_session,
         "checkpoint_bytes": sum(p.stat().st_size for p in child.glob("*.safetensors")),
         "bundle": str(out), "checkpoint": str(child),
     }

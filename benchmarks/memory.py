@@ -23,6 +23,8 @@ from pathlib import Path
 from benchmarks.synthetic import synthetic_preset
 from gemma3n.config import load_config
 from slicer.footprint import bundle_footprint, runtime_memory
+from web_export.manifest import NAME as MANIFEST
+from web_export.manifest import Manifest
 
 STEPS = 4
 
@@ -54,7 +56,7 @@ def _bundle(work: Path, preset: str, dtype: str) -> tuple[Path, Path]:
     """(checkpoint, bundle) of the preset's full-shape synthetic child, exported once (`matslice export`)."""
     child = synthetic_preset(work, preset, vocab_divisor=1)
     bundle = work / f"bundle-{preset}-{dtype}"
-    if not (bundle / "manifest.json").is_file():
+    if not (bundle / MANIFEST).is_file():
         subprocess.run([sys.executable, "-m", "matslice", "export", str(child), str(bundle), "--dtype", dtype,
                         "--overwrite"], check=True, stdout=subprocess.DEVNULL)
     return child, bundle
@@ -73,11 +75,11 @@ def bench_memory(work: Path, preset: str = "E0.40B-text", dtype: str = "q4",
     """Predicted against written bytes, and predicted against measured memory at each context length."""
     checkpoint, bundle = _bundle(work, preset, dtype)
     config = load_config(checkpoint)
-    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest = Manifest.load(bundle)
     predicted = {session: variants[dtype] for session, variants in bundle_footprint(config, (dtype,)).items()}
     sessions = {}
     for session, found in predicted.items():
-        written = manifest["sessions"][session][dtype]
+        written = manifest.session(session, dtype)
         sessions[session] = {"predicted": found.bytes, "written": written["bytes"],
                              "error": found.bytes / written["bytes"],
                              "largest_tensor_predicted": list(found.largest_tensor),

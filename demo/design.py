@@ -219,16 +219,19 @@ PREDICTION_SOURCE = ("`matslice plan --dtype ... --context ...`: weights exact a
 
 
 def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, tensors: Mapping[str, Any] | None,
-            modalities: Sequence[str] | None = None) -> dict[str, Any]:
-    """Per dtype: each session's download bytes and largest tensor, the bundle's download, and runtime memory
+            modalities: Sequence[str] | None = None, folder: Path | None = None) -> dict[str, Any]:
+    """Per dtype: each session's download bytes and largest tensor, the bundle's download (its sessions, plus the
+    side files and config.json when the parent's `folder` is at hand), and runtime memory
     (weights as loaded, the KV cache of the layers that own one, activations at batch 1) at `context` tokens:
     `matslice plan`'s own figures (slicer.report.bundle_summary), regrouped by dtype for the tab, for the sessions
     `matslice export --modalities` writes (a text+audio design has no vision encoder, though its checkpoint does).
 
     `tensors` are the parent's safetensors headers, needed only for a customised vision tower's session.
     """
-    summary = bundle_summary(plan, dict(tensors) if tensors else None, tuple(dtypes), {}, context)  # export's defaults
+    summary = bundle_summary(plan, dict(tensors) if tensors else None, tuple(dtypes), {}, context,  # export's defaults
+                             folder)
     bundle, memory = summary["bundle"], summary["memory"]["dtypes"]
+    side = sum((bundle["side_files"] or {}).values())
     kept = set(bundle_sessions(plan.child, modalities))
     sessions = {name: by for name, by in bundle["sessions"].items() if name in kept}
     out: dict[str, Any] = {}
@@ -237,7 +240,7 @@ def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, tensors: Mappi
                       "largest_tensor": [by[dtype]["largest_tensor"]["name"], by[dtype]["largest_tensor"]["bytes"]]}
                for name, by in sessions.items()}
         largest = max(per.values(), key=lambda found: (found["largest_tensor"][1], found["largest_tensor"][0]))
-        out[dtype] = {"sessions": per, "download": sum(found["bytes"] for found in per.values()),
+        out[dtype] = {"sessions": per, "download": side + sum(found["bytes"] for found in per.values()),
                       "largest_tensor": largest["largest_tensor"], "memory": memory[dtype]}
     return out
 
@@ -332,7 +335,7 @@ def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
     summary = plan.summary() | predicted_bytes(plan, parent.folder, parent.tensors)
     modalities = tuple(m for m in MODALITIES if m in design.modalities)
     try:
-        predicted = predict(plan, dtypes, design.context, parent.tensors, modalities)
+        predicted = predict(plan, dtypes, design.context, parent.tensors, modalities, parent.folder)
     except UserError as error:
         return {"valid": False, "message": str(error), "design": design.to_json()}
     return {

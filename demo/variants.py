@@ -17,9 +17,12 @@ from typing import Any
 
 from gemma3n.cache import code_key, folder
 from gemma3n.errors import UserError
+from gemma3n.modalities import TEXT_SESSIONS
 from slicer.plan import SliceSpec
 from slicer.report import layer_ranges
 from standins import nano
+from web_export.manifest import NAME as MANIFEST
+from web_export.manifest import Manifest
 from web_export.variant import build_variant
 
 MODELS_JSON = Path("dist/web/models.json")
@@ -61,8 +64,8 @@ class Variant:
 
     @property
     def bytes(self) -> int:
-        """Every file of the bundle, as the manifest lists them (what a browser downloads at most)."""
-        return sum(int(record["bytes"]) for record in self.manifest["files"].values())
+        """What a browser downloads to run the bundle at its default dtype (every session, the side files)."""
+        return Manifest(self.folder, self.manifest).download()
 
     @property
     def params(self) -> dict[str, Any]:
@@ -165,14 +168,11 @@ def pick_parent(variants: list[Variant]) -> Variant:
 
 def load_variant(name: str, folder: Path, checkpoint: Path | None = None) -> Variant:
     """A bundle folder written by `write_bundle`; refuses anything without its manifest and sessions."""
-    folder = Path(folder)
-    path = folder / "manifest.json"
-    if not path.is_file():
-        raise UserError(f"{folder} has no manifest.json: pass a bundle written by `matslice export`")
-    manifest = json.loads(path.read_text())
-    if not {"embed_tokens", "decoder_model_merged"} <= set(manifest.get("sessions", {})):
+    manifest = Manifest.load(Path(folder))
+    if not set(TEXT_SESSIONS) <= set(manifest.sessions):
         raise UserError(f"{folder} lacks the embed_tokens/decoder_model_merged sessions")
-    return Variant(name, folder.resolve(), manifest, None if checkpoint is None else Path(checkpoint).resolve())
+    return Variant(name, Path(folder).resolve(), manifest.data,
+                   None if checkpoint is None else Path(checkpoint).resolve())
 
 
 def from_models_json(path: Path) -> Registry:
@@ -200,7 +200,7 @@ def from_paths(paths: list[Path]) -> Registry:
     variants = []
     for path in map(Path, paths):
         name = path.resolve().name
-        if (path / "manifest.json").is_file():
+        if (path / MANIFEST).is_file():
             variants.append(load_variant(name, path))
         elif (path / "config.json").is_file():
             variants.append(load_variant(name, build_variant(path, None).bundle, path))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gemma3n.config import load_config
 from gemma3n.errors import UserError
+from web_export.manifest import Manifest
 
 
 def _default_pair() -> tuple[Path, Path]:
@@ -61,15 +62,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_verify(args: argparse.Namespace) -> None:
     bundle, model = Path(args.bundle), Path(args.model)
     load_config(model)
-    if not (bundle / "manifest.json").is_file():
-        raise UserError(f"{bundle} has no manifest.json: pass a bundle written by `matslice export`")
+    manifest = Manifest.load(bundle)
     if args.steps is not None and args.steps < 1:
         raise UserError(f"--steps {args.steps}: decode at least one step")
     from evaluation.parity import check_parity
 
-    manifest = json.loads((bundle / "manifest.json").read_text())
     result, failures = {}, []
-    for dtype in manifest["dtypes"]:
+    for dtype in manifest.dtypes:
         report = check_parity(model, bundle, dtype, steps=args.steps)
         result[dtype] = report.summary()
         if not report.passed:

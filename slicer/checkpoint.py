@@ -23,7 +23,7 @@ from gemma3n.shapes import checkpoint_shapes
 from slicer import audio as audio_units
 from slicer.card import model_card
 from slicer.plan import SlicePlan
-from slicer.vocab import VocabCut, dumps, prune_tokenizer, remap_config, remap_tokenizer_config, vocab_map_json
+from slicer.vocab import REWRITTEN_FILES, VocabCut, rewrite_file, vocab_map_json
 
 CutKind = Literal["copy", "rows", "cols", "row_blocks", "col_blocks", "unit_rows", "unit_cols"]
 DROPPED_FOR_TEXT = ("model.audio_tower.", "model.vision_tower.", "model.embed_audio.", "model.embed_vision.")
@@ -240,10 +240,7 @@ def slice_checkpoint(parent: Path, out: Path, plan: SlicePlan, *, overwrite: boo
 
 def write_vocab_files(folder: Path, cut: VocabCut) -> None:
     """Rewrite the copied tokenizer and generation files for the child's ids, and write vocab_map.json."""
-    rewrites = {"tokenizer.json": prune_tokenizer, "tokenizer_config.json": remap_tokenizer_config,
-                "generation_config.json": remap_config}
-    for name, rewrite in rewrites.items():
-        path = folder / name
+    for path in (folder / name for name in REWRITTEN_FILES):
         if path.is_file():
-            path.write_text(dumps(rewrite(json.loads(path.read_text()), cut)))
+            path.write_text(rewrite_file(path.name, path.read_text(), cut))
     (folder / "vocab_map.json").write_text(vocab_map_json(cut))

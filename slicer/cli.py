@@ -36,7 +36,7 @@ def cmd_plan(args: argparse.Namespace) -> None:
         raise UserError(f"--context {args.context}: give a number of tokens of at least 1")
     tensors = folder_tensors(folder)
     summary = plan.summary() | predicted_bytes(plan, folder, tensors)
-    summary |= bundle_summary(plan, tensors, dtypes, options, args.context)
+    summary |= bundle_summary(plan, tensors, dtypes, options, args.context, folder)
     print(json.dumps(summary, indent=2) if args.json else plan_report(summary))
 
 

@@ -32,6 +32,7 @@ from gemma3n.layout import (
     Use,
     aligned,
     int8_scalars,
+    place,
     tensor_limit,
     weight_parts,
 )
@@ -63,6 +64,7 @@ class SessionBytes:
     data_bytes: int  # exact: the weights, in the data chunks (aligned) or inside the .onnx file
     graph_bytes: int  # estimated: the rest of the .onnx file
     largest_tensor: tuple[str, int]  # exact
+    data_files: int = 0  # external data chunks (their count depends on the graph's tensor order only at the edges)
 
 
 # --- What each session reads --------------------------------------------------------------------------------------
@@ -173,6 +175,12 @@ def data_bytes(parts: Sequence[Part]) -> int:
     return sum(t.nbytes if part.inline else aligned(t.nbytes) for part in parts for t in part.tensors)
 
 
+def data_files(parts: Sequence[Part], max_file_bytes: int) -> int:
+    """How many external data chunks the weights fill, placed in the order the layout lists them."""
+    lengths = [t.nbytes for part in parts if not part.inline for t in part.tensors]
+    return len({index for index, _ in place(lengths, max_file_bytes)})
+
+
 def largest(parts: Sequence[Part]) -> tuple[str, int]:
     """(name, bytes) of the largest tensor, ties to the greater name, as the exporter's manifest reports it."""
     return max(((t.name, t.nbytes) for part in parts for t in part.tensors), key=lambda item: (item[1], item[0]),
@@ -200,7 +208,8 @@ def bundle_footprint(
                                      vision_tensors=vision_tensors)
             parts = [part for _, weight_parts_ in layouts for part in weight_parts_]
             data, graph = data_bytes(parts), graph_bytes(config, session, dtype, layouts)
-            footprint[session][dtype] = SessionBytes(session, dtype, data + graph, data, graph, largest(parts))
+            footprint[session][dtype] = SessionBytes(session, dtype, data + graph, data, graph, largest(parts),
+                                                     data_files(parts, max_file_bytes))
     return footprint
 
 

@@ -12,6 +12,7 @@ from gemma3n.modalities import TEXT_SESSIONS
 from gemma3n.safetensors import TensorInfo, read_tensors
 from gemma3n.shapes import checkpoint_shapes, numel, stock_vision_shapes
 from gemma3n.units import human_bytes
+from slicer.download import side_files
 from slicer.footprint import bundle_footprint, runtime_memory, vision_tensors_from
 from slicer.plan import DTYPE_BYTES, SlicePlan, count_params, make_plan
 from slicer.presets import all_presets
@@ -60,9 +61,10 @@ def predicted_bytes(plan: SlicePlan, folder: Path | None,
 
 
 def bundle_summary(plan: SlicePlan, tensors: dict[str, TensorInfo] | None, dtypes: tuple[str, ...],
-                   options: dict[str, Any], context: int) -> dict[str, Any]:
+                   options: dict[str, Any], context: int, folder: Path | None = None) -> dict[str, Any]:
     """What `matslice export` would write for the child, and what running it takes, as JSON-ready data: `bundle`
-    (bytes per session and dtype, text-only and all-session totals, the largest tensor per dtype) and `memory`
+    (bytes per session and dtype, text-only and all-session totals, the largest tensor per dtype; with the
+    checkpoint `folder`, the side files and `download`, what a page fetches: sessions plus side files) and `memory`
     (per dtype at `context` tokens). A customised vision tower is known only from the checkpoint's headers."""
     child, notes = plan.child, []
     modalities = plan.modalities
@@ -83,9 +85,13 @@ def bundle_summary(plan: SlicePlan, tensors: dict[str, TensorInfo] | None, dtype
     largest = {dtype: max(({"session": s, **variants[dtype]["largest_tensor"]} for s, variants in sessions.items()),
                           key=lambda r: (r["bytes"], r["session"])) for dtype in dtypes}
     memory = {dtype: runtime_memory(child, dtype, context, **options) for dtype in dtypes}
+    side = side_files(plan, folder, {s: {d: found.data_files for d, found in variants.items()}
+                                     for s, variants in footprint.items()}, dtypes)
+    download = None if side is None else {dtype: {key: total + sum(side.values()) for key, total in by.items()}
+                                          for dtype, by in totals.items()}
     return {
         "bundle": {"dtypes": list(dtypes), "options": options, "sessions": sessions, "bytes": totals,
-                   "largest_tensor": largest, "notes": notes,
+                   "side_files": side, "download": download, "largest_tensor": largest, "notes": notes,
                    "exact": "data_bytes and largest_tensor are exact; graph_bytes (the .onnx graph) is estimated"},
         "memory": {"context": context, "batch": 1, "sessions": list(TEXT_SESSIONS), "dtypes": memory},
     }
@@ -100,6 +106,11 @@ def bundle_report(summary: dict[str, Any]) -> list[str]:
         lines.append(f"{session:<26}" + "".join(f"{human_bytes(variants[d]['bytes']):>14}" for d in dtypes))
     for key, label in (("text", "text sessions"), ("all", "all sessions")):
         lines.append(f"{label:<26}" + "".join(f"{human_bytes(bundle['bytes'][d][key]):>14}" for d in dtypes))
+    if bundle["download"] is not None:
+        side = sum(bundle["side_files"].values())
+        lines.append(f"{'side files':<26}" + "".join(f"{human_bytes(side):>14}" for _ in dtypes))
+        for key, label in (("text", "download, text"), ("all", "download, all")):
+            lines.append(f"{label:<26}" + "".join(f"{human_bytes(bundle['download'][d][key]):>14}" for d in dtypes))
     for dtype in dtypes:
         found = bundle["largest_tensor"][dtype]
         lines.append(f"largest tensor ({dtype}): {found['name']} in {found['session']}, {found['bytes']:,} bytes")

@@ -546,6 +546,16 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, indent=2) + "\n"
 
 
+REWRITTEN_FILES = ("tokenizer.json", "tokenizer_config.json", "generation_config.json")  # the side files a cut remaps
+
+
+def rewrite_file(name: str, text: str, cut: VocabCut) -> str:
+    """One of REWRITTEN_FILES as the child holds it: remapped to the child's ids."""
+    rewrite = {"tokenizer.json": prune_tokenizer, "tokenizer_config.json": remap_tokenizer_config,
+               "generation_config.json": remap_config}[name]
+    return dumps(rewrite(json.loads(text), cut))
+
+
 def vocab_map_json(cut: VocabCut) -> str:
     """``vocab_map.json``: ``parent_ids`` lists the parent id of each child id; ``origin`` says where they came from.
 

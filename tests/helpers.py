@@ -45,6 +45,22 @@ def assert_plan_exact(onnx_dir: Path, checkpoint: Path, dtypes: tuple[str, ...],
 
 
 MATSLICE = [sys.executable, "-m", "matslice"]
+
+
+def assert_download_predicted(bundle: Path, parent: Path, *options: str) -> None:
+    """`matslice plan PARENT OPTIONS --json` predicts what a page downloads of `bundle` (one dtype, every session):
+    its side files byte for byte (a vocabulary cut's rewritten tokenizer and config.json included), and the whole
+    within 1 % (only each .onnx graph's own bytes are estimated)."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    (dtype,) = manifest["dtypes"]
+    done = subprocess.run([*MATSLICE, "plan", str(parent), *options, "--dtype", dtype, "--json"], capture_output=True,
+                          text=True, check=True)
+    predicted = json.loads(done.stdout)["bundle"]
+    written = {name: r["bytes"] for name, r in manifest["files"].items()}
+    assert predicted["side_files"] == {name: size for name, size in written.items() if not name.startswith("onnx/")}
+    assert abs(predicted["download"][dtype]["all"] / sum(written.values()) - 1) < 0.01, (predicted["download"], written)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

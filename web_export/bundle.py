@@ -26,7 +26,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from gemma3n.config import MULTIMODAL_CLASS, parse_config
+from gemma3n.bundle_files import OPTIONAL_FILES, REQUIRED_FILES, bundle_config, json_text
+from gemma3n.config import parse_config
 from gemma3n.errors import UserError
 from gemma3n.folders import atomic_folder, copy_side_files
 from gemma3n.progress import Progress, steps, within
@@ -35,14 +36,6 @@ from web_export.export import ONNX_SUBDIR, trace_sessions
 from web_export.quantize import variant_name, write_variant
 from web_export.weights import SessionGraph
 
-REQUIRED_FILES = ("tokenizer.json", "tokenizer_config.json")
-OPTIONAL_FILES = (
-    "generation_config.json",
-    "chat_template.jinja",
-    "preprocessor_config.json",
-    "processor_config.json",
-    "special_tokens_map.json",
-)
 MANIFEST_FORMAT = 2  # 2: per-piece sha256 (`piece_bytes`, each file's `pieces`)
 # A page checks each file a piece at a time as it streams in, and a Range request by widening it to whole pieces,
 # so no byte reaches the model unchecked: a piece is what it buffers before hashing (WebCrypto hashes whole buffers).
@@ -117,39 +110,6 @@ def write_session(graph: SessionGraph, dtype: str, onnx_dir: Path, options: dict
     }
 
 
-def bundle_config(
-    source: dict[str, Any], sessions: dict[str, dict[str, dict[str, Any]]], dtypes: tuple[str, ...]
-) -> dict[str, Any]:
-    """The checkpoint's config as transformers.js reads it, plus `transformers.js_config`."""
-    config = runtime_config(source)
-    config["transformers.js_config"] = {
-        "dtype": {name: dtypes[0] for name in sessions},
-        "use_external_data_format": {
-            Path(record["file"]).name: record["external_data_chunks"]
-            for variants in sessions.values()
-            for record in variants.values()
-            if record["external_data_chunks"]
-        },
-    }
-    return config
-
-
-def runtime_config(source: dict[str, Any]) -> dict[str, Any]:
-    """A multimodal config unchanged; a text-only one wrapped as `gemma3n` with `text_config` (module doc)."""
-    if source.get("model_type") == "gemma3n":
-        return dict(source)
-    if source.get("model_type") != "gemma3n_text":
-        raise ValueError(f"not a Gemma 3n config: model_type={source.get('model_type')!r}")
-    top = {key: source[key] for key in ("bos_token_id", "eos_token_id", "pad_token_id", "matslice") if key in source}
-    return {
-        "architectures": [MULTIMODAL_CLASS],
-        "model_type": "gemma3n",
-        **top,
-        "text_config": dict(source),
-        "transformers_version": source.get("transformers_version"),
-    }
-
-
 def manifest(
     root: Path, source: dict[str, Any], sessions: dict[str, dict[str, dict[str, Any]]], dtypes: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -204,4 +164,4 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
+    Path(path).write_text(json_text(data))

@@ -9,7 +9,6 @@ against PyTorch by `matslice verify` (the evaluation stage).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from gemma3n.config import load_config
@@ -29,9 +28,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
     write_bundle(model, out, dtypes=dtypes, modalities=None if modalities is None else set(modalities) - {"text"},
                  **options)
-    manifest = json.loads((out / "manifest.json").read_text())
-    total = sum(record["bytes"] for record in manifest["files"].values())
-    print(f"wrote {out}: {', '.join(dtypes)} bundle, {human_bytes(total)}")
+    from web_export.manifest import Manifest
+
+    manifest = Manifest.load(out)
+    downloads = ", ".join(f"{human_bytes(manifest.download(dtype))} to run at {dtype}" for dtype in dtypes)
+    print(f"wrote {out}: {', '.join(dtypes)} bundle, {human_bytes(manifest.total_bytes())} ({downloads})")
     print(f"check it with: matslice verify {out} {model}")
 
 

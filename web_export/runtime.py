@@ -21,6 +21,7 @@ import onnxruntime as ort
 
 from gemma3n.errors import UserError
 from gemma3n.modalities import ENCODER_SESSIONS, TEXT_SESSIONS
+from web_export.manifest import Manifest
 
 SESSION_NAMES = (*TEXT_SESSIONS, *ENCODER_SESSIONS.values())
 BATCH = "batch_size"
@@ -97,14 +98,14 @@ class BundleRuntime:
                     threads: int | None = None) -> BundleRuntime:
         """One dtype's sessions of a bundle, as its manifest lists them (default: the bundle's default dtype)."""
         bundle = Path(bundle)
+        manifest = Manifest.load(bundle)
         try:
-            manifest = json.loads((bundle / "manifest.json").read_text())
             config = json.loads((bundle / "config.json").read_text())
         except (OSError, ValueError):
-            raise UserError(f"{bundle} has no readable manifest.json and config.json: pass a bundle written by "
-                            "`matslice export`") from None
-        dtype = dtype or manifest["default_dtype"]
-        paths = {name: bundle / files[dtype]["file"] for name, files in manifest["sessions"].items()
+            raise UserError(f"{bundle} has no readable config.json: pass a bundle written by `matslice export`"
+                            ) from None
+        dtype = dtype or manifest.default_dtype
+        paths = {name: bundle / files[dtype]["file"] for name, files in manifest.data["sessions"].items()
                  if dtype in files and (only is None or name in only)}
         if "decoder_model_merged" not in paths:
             raise UserError(f"{bundle} has no {dtype} decoder: export it with `matslice export --dtype {dtype}`")

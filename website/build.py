@@ -29,9 +29,11 @@ from gemma3n.config import ModelConfig, load_config
 from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
 from gemma3n.folders import check_writable
+from gemma3n.modalities import TEXT_SESSIONS
 from slicer.options import plan_for, spec_changes
 from slicer.plan import SlicePlan, SliceSpec
 from slicer.presets import get_preset
+from web_export.manifest import Manifest
 from web_export.variant import build_variant
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,29 +144,23 @@ def resolve_variants(args: argparse.Namespace, model: Path, is_default: bool) ->
     return variants
 
 
-def bundle_bytes(manifest: dict[str, Any], dtype: str, sessions: Sequence[str]) -> int:
-    """Bytes a page downloads to run `sessions` at `dtype`: their ONNX files plus every non-ONNX file."""
-    side = sum(r["bytes"] for name, r in manifest["files"].items() if not name.startswith("onnx/"))
-    return side + sum(manifest["sessions"][s][dtype]["bytes"] for s in sessions)
-
-
-def not_on_wasm(bundle: Path, manifest: dict[str, Any], dtype: str) -> list[str]:
+def not_on_wasm(manifest: Manifest, dtype: str) -> list[str]:
     """Operators of this dtype's graphs that onnxruntime-web's WASM backend has no kernel for."""
     import onnx
 
     ops = set()
-    for files in manifest["sessions"].values():
-        graph = onnx.load(bundle / files[dtype]["file"], load_external_data=False).graph
+    for session in manifest.sessions:
+        graph = onnx.load(manifest.folder / manifest.session(session, dtype)["file"], load_external_data=False).graph
         ops |= {node.op_type for node in graph.node}
     return sorted(ops & NOT_ON_WASM)
 
 
 def models_entry(variant: Variant, bundle: Path, key: str, out: Path) -> dict[str, Any]:
     """What the page shows before downloading: slice, parameters, bytes per dtype, sessions, modalities."""
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    sessions = list(manifest["sessions"])
-    text_sessions = [s for s in ("embed_tokens", "decoder_model_merged") if s in sessions]
-    audio = not manifest["text_only"] and {"audio_encoder", "vision_encoder"} <= set(sessions)
+    manifest = Manifest.load(bundle)
+    sessions = list(manifest.sessions)
+    text_sessions = [s for s in TEXT_SESSIONS if s in sessions]
+    audio = not manifest.text_only and {"audio_encoder", "vision_encoder"} <= set(sessions)
     slice_info = None
     if variant.plan is not None:
         summary = variant.plan.summary()
@@ -178,16 +174,16 @@ def models_entry(variant: Variant, bundle: Path, key: str, out: Path) -> dict[st
         "path": bundle.relative_to(out).as_posix() + "/",
         "parent": variant.plan is None,
         "slice": slice_info,
-        "params": manifest["params"],
+        "params": manifest.params,
         "layers": len(variant.plan.kept_layers) if variant.plan is not None else None,
-        "dtypes": manifest["dtypes"],
-        "default_dtype": manifest["default_dtype"],
+        "dtypes": list(manifest.dtypes),
+        "default_dtype": manifest.default_dtype,
         "sessions": sessions,
         "audio": audio,
-        "bytes": {d: {"text": bundle_bytes(manifest, d, text_sessions), "all": bundle_bytes(manifest, d, sessions)}
-                  for d in manifest["dtypes"]},
-        "largest_tensor": manifest["largest_tensor"],
-        "not_on_wasm": {d: not_on_wasm(bundle, manifest, d) for d in manifest["dtypes"]},
+        "bytes": {d: {"text": manifest.download(d, text_sessions), "all": manifest.download(d)}
+                  for d in manifest.dtypes},
+        "largest_tensor": manifest.largest_tensor,
+        "not_on_wasm": {d: not_on_wasm(manifest, d) for d in manifest.dtypes},
         "build_key": key,
     }
 

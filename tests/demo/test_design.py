@@ -157,15 +157,17 @@ def test_design_numbers_equal_plan(client, nano: Path, cache: Path) -> None:
     assert result["options"] == ["--layers-to-skip", "8", "--ffn-dims", "256"]
     assert result["plan"] == matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256")
     assert result["plan"]["params"]["effective"] < matslice_plan(nano)["params"]["effective"]
+    printed = matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256", "--dtype", "q4,fp32",
+                            "--context", "2048", predictions=True)  # per session, as the tab
+    side = sum(printed["bundle"]["side_files"].values())  # tokenizer, configs, chat template
+    assert side > 0
     for dtype in ("q4", "fp32"):
         predicted = result["predicted"][dtype]
         assert set(predicted["sessions"]) == {"embed_tokens", "decoder_model_merged", "audio_encoder"}
-        assert predicted["download"] == sum(s["bytes"] for s in predicted["sessions"].values())
+        assert predicted["download"] == side + sum(s["bytes"] for s in predicted["sessions"].values())
         memory = predicted["memory"]
         assert memory["total"] == memory["weights"] + memory["kv_cache"] + memory["activations"]
     assert result["predicted"]["q4"]["download"] < result["predicted"]["fp32"]["download"]
-    printed = matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256", "--dtype", "q4,fp32",
-                            "--context", "2048", predictions=True)  # per session, as the tab
     for dtype in ("q4", "fp32"):
         predicted = result["predicted"][dtype]
         assert predicted["memory"] == printed["memory"]["dtypes"][dtype]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import TINY_CORPUS, load_json
+from helpers import TINY_CORPUS, assert_download_predicted, load_json
 from transformers import AutoTokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,6 +92,7 @@ def test_nano_child_matches_parent_and_its_bundle_runs(vocab_parents: Path, tmp_
     assert (got - expected).abs().max().item() <= 1e-5
 
     bundle = write_bundle(child, tmp_path / "bundle", dtypes=("fp32",))
+    assert_download_predicted(bundle, vocab_parents / "nano", "--vocab-corpus", str(corpus), "--modalities", "text")
     report = check_parity(child, bundle, "fp32", steps=12)
     assert report.passed, report.summary()
     prompt = child_ids[0, :12].tolist()

@@ -399,3 +399,31 @@ def test_pieces_cover_every_byte(tmp_path: Path) -> None:
     whole, pieces = hashes(tmp_path / "f", piece_bytes=1000)
     assert whole == hashlib.sha256(data).hexdigest()
     assert pieces == [hashlib.sha256(data[i:i + 1000]).hexdigest() for i in (0, 1000, 2000)]
+
+
+def test_manifest_download_is_every_file_a_page_fetches(text_bundle: Path, tmp_path: Path) -> None:
+    """`Manifest.download(dtype)`: the side files and each session's .onnx file and data chunks at that dtype, counted
+    on disk; every other dtype's files are left out. A missing, unreadable or foreign manifest is one error."""
+    from gemma3n.errors import UserError
+    from web_export.manifest import Manifest
+
+    manifest = Manifest.load(text_bundle)
+    on_disk = {p.relative_to(text_bundle).as_posix(): p.stat().st_size
+               for p in text_bundle.rglob("*") if p.is_file() and p.name != "manifest.json"}
+    assert manifest.files() == on_disk and manifest.total_bytes() == sum(on_disk.values())
+    side = [name for name in on_disk if not name.startswith("onnx/")]
+    assert "tokenizer.json" in side and "config.json" in side
+    for dtype in manifest.dtypes:
+        fetched = side + [name for session in manifest.sessions for name in
+                          (manifest.session(session, dtype)["file"], *manifest.session(session, dtype)["data_files"])]
+        assert manifest.download(dtype) == sum(on_disk[name] for name in fetched), dtype
+        assert manifest.download(dtype, ["embed_tokens"]) < manifest.download(dtype)
+    assert manifest.download("q4") < manifest.download("fp32") < manifest.total_bytes()
+    for content, message in ((None, "has no manifest.json"), ("{not json", "cannot be read"),
+                             ('{"sessions": {}}', "lacks dtypes, default_dtype, files")):
+        folder = tmp_path / f"case-{message[:6].replace(' ', '-')}"
+        folder.mkdir()
+        if content is not None:
+            (folder / "manifest.json").write_text(content)
+        with pytest.raises(UserError, match=message):
+            Manifest.load(folder)
