@@ -34,7 +34,7 @@ def _measure(folder: Path) -> dict[str, Any]:
     cls = Gemma3nForConditionalGeneration if "text_config" in config else Gemma3nForCausalLM
     model = cls.from_pretrained(folder).eval()
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    with nano._threads(nano.THREADS):
+    with nano.threads(nano.THREADS):
         perplexities = nano.sub_model_perplexities(model, nano.held_out_streams(tokenizer, load_corpus()))
         samples = nano.sub_model_samples(model, tokenizer)
     return {"perplexity": perplexities, "samples": samples}

@@ -26,9 +26,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
             probe.bind((args.host, args.port))
         except OSError as exc:
             raise UserError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}): pass --port N") from None
-    from demo.app import CSS, build_app
+    from demo.app import build_app
     from demo.compare import Comparer
     from demo.design import Designer, Parent, load_front, slice_of_record
+    from demo.design_tab import CSS
     from demo.variants import build_front, default_cache, default_registry
 
     if args.design_parent is not None and not (args.design_parent / "config.json").is_file():

@@ -28,13 +28,15 @@ from typing import Any
 
 import numpy as np
 
+from demo.plot import plot_data
 from demo.variants import Registry, Variant
 from evaluation.metrics import divergence
 from gemma3n.errors import UserError
-from standins import nano
+from gemma3n.modalities import ENCODER_SESSIONS, TEXT_SESSIONS
+from standins import nano_recipe as nano
 from web_export.runtime import BundleRuntime, Prompt
 
-USED_SESSIONS = ("embed_tokens", "decoder_model_merged", "audio_encoder")
+USED_SESSIONS = (*TEXT_SESSIONS, ENCODER_SESSIONS["audio"])  # the demo prompts with text and audio, not images
 DEFAULT_MAX_NEW_TOKENS = 32
 MAX_NEW_TOKENS = 256
 MAX_AUDIO_SECONDS = 30.0
@@ -309,3 +311,8 @@ class Comparer:
                 scores[name].append(column.top1 if column.top1 is not None else 0.0)
         self._retention |= {name: float(np.mean(values)) for name, values in scores.items()}
         return {name: self._retention[name] for name in self.registry.names}
+
+    def plot_data(self) -> dict[str, Any]:
+        """The plotted points now: every served variant's bundle bytes against its quality retention."""
+        retention = self.retention()
+        return plot_data({name: self.registry.get(name).bytes for name in self.registry.names}, retention)

@@ -39,8 +39,6 @@ from slicer.vocab import VocabCut, cut_for
 DEFAULT_CONTEXT = 2048
 MAX_CORPUS_BYTES = 20 * 10**6
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,47}$")
-# transformers.js picks the first dtype as the bundle's default, so the list leads with the usual choice.
-DTYPE_CHOICES = ("q4", "q4f16", "q8", "fp16", "fp32")
 
 
 # --- The parent's layers, as the grid shows them ------------------------------------------------------------
@@ -255,6 +253,7 @@ class Parent:
     folder: Path | None = None
     corpora: Path | None = None
     grid: list[LayerInfo] = field(init=False)
+    _corpus_files: dict[str, Path] = field(init=False, default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.grid = layer_grid(self.config.text)
@@ -278,6 +277,8 @@ class Parent:
         if self.folder is None or self.corpora is None:
             raise UserError("a vocabulary cut needs the parent checkpoint's tokenizer.json: start the demo with "
                             "--design-parent CHECKPOINT")
+        if text in self._corpus_files:  # a str caches its own hash: the text is hashed once, not per event
+            return self._corpus_files[text]
         data = text.encode()
         if len(data) > MAX_CORPUS_BYTES:
             raise UserError(f"the vocabulary corpus is {len(data) / 1e6:.1f} MB: the designer takes up to "
@@ -288,6 +289,7 @@ class Parent:
             partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
             partial.write_bytes(data)
             partial.replace(path)
+        self._corpus_files = {text: path}  # the latest corpus only: a design carries one
         return path
 
 
@@ -297,8 +299,18 @@ def _vocab_cut(folder: str, text_vocab: int, vocab: int, corpus: str, size: int 
     return cut_for(Path(folder), text_vocab, vocab, (corpus,), size, keep_placeholders=keep)
 
 
-def check(parent: Parent, design: Design) -> tuple[SlicePlan, tuple[str, ...]]:
-    """The plan of a design and its dtypes; every invalid choice is a UserError saying why and what to do."""
+@dataclass(frozen=True)
+class Checked:
+    """A valid design, worked out once per event: its SliceSpec (corpus written), plan and dtypes."""
+
+    design: Design
+    spec: SliceSpec
+    plan: SlicePlan
+    dtypes: tuple[str, ...]
+
+
+def check(parent: Parent, design: Design) -> Checked:
+    """The spec, plan and dtypes of a design; every invalid choice is a UserError saying why and what to do."""
     config = parent.config
     if "text" not in design.modalities:
         raise UserError("keep text among the modalities: every Gemma 3n variant decodes text")
@@ -320,58 +332,53 @@ def check(parent: Parent, design: Design) -> tuple[SlicePlan, tuple[str, ...]]:
     if spec.vocab_corpus:
         vocab = _vocab_cut(str(parent.folder), config.text.vocab_size_per_layer_input, config.text.vocab_size,
                            spec.vocab_corpus[0], spec.vocab_size, spec.vocab_keep_unused)
-    return make_plan(config, spec, vocab), dtypes
+    return Checked(design, spec, make_plan(config, spec, vocab), dtypes)
 
 
-def evaluate(parent: Parent, design: Design) -> dict[str, Any]:
-    """Everything the Design tab shows for `design`, JSON-ready: valid or the reason, plan, predictions, commands.
+def evaluate(parent: Parent, design: Design, out: Path = Path("designs")) -> tuple[dict[str, Any], Checked | None]:
+    """Everything the Design tab shows for `design`, JSON-ready (valid or the reason, plan, predictions, the
+    commands that build it into out/<name>), and the checked design (None when invalid).
 
     `plan` is exactly what `matslice plan PARENT <options> --json` prints for the same slice.
     """
     try:
-        plan, dtypes = check(parent, design)
+        checked = check(parent, design)
+        plan = checked.plan
+        summary = plan.summary() | predicted_bytes(plan, parent.folder, parent.tensors)
+        modalities = tuple(m for m in MODALITIES if m in design.modalities)
+        predicted = predict(plan, checked.dtypes, design.context, parent.tensors, modalities, parent.folder)
     except UserError as error:
-        return {"valid": False, "message": str(error), "design": design.to_json()}
-    summary = plan.summary() | predicted_bytes(plan, parent.folder, parent.tensors)
-    modalities = tuple(m for m in MODALITIES if m in design.modalities)
-    try:
-        predicted = predict(plan, dtypes, design.context, parent.tensors, modalities, parent.folder)
-    except UserError as error:
-        return {"valid": False, "message": str(error), "design": design.to_json()}
+        return {"valid": False, "message": str(error), "design": design.to_json()}, None
     return {
         "valid": True,
         "message": f"valid: {len(plan.kept_layers)} of {parent.config.text.num_hidden_layers} layers, "
                    f"{', '.join(modalities)}",
         "design": design.to_json(),
-        "options": options(parent, design),
+        "options": spec_options(checked.spec),
         "plan": summary,
         "predicted": predicted,
         "prediction_source": PREDICTION_SOURCE,
         "context": design.context,
-        "commands": commands(parent, design, Path("designs") / (design.name or "my-design")),
-    }
+        "commands": commands(parent, checked, out / (design.name or "my-design")),
+    }, checked
 
 
-def options(parent: Parent, design: Design) -> list[str]:
-    """The slice as `matslice plan/slice` options (one --ffn-dims width when all kept layers share it)."""
-    return spec_options(spec_of(parent, design))
-
-
-def command_lines(parent: Parent, design: Design, out: Path) -> list[list[str]]:
-    """The `matslice slice` and `matslice export` argument lists that build `design` into out/checkpoint, out/bundle."""
+def command_lines(parent: Parent, checked: Checked, out: Path) -> list[list[str]]:
+    """The `matslice slice` and `matslice export` argument lists that build a design into out/checkpoint and
+    out/bundle (one --ffn-dims width when all kept layers share it)."""
     source = str(parent.folder) if parent.folder else "PARENT_CHECKPOINT"
     checkpoint, bundle = out / "checkpoint", out / "bundle"
-    export = ["--dtype", ",".join(design.dtypes)]
-    encoders = export_encoders(parent.config, design)
+    export = ["--dtype", ",".join(checked.dtypes)]
+    encoders = export_encoders(parent.config, checked.design)
     if encoders is not None:
         export += ["--modalities", ",".join(m for m in MODALITIES if m == "text" or m in encoders)]
-    return [["matslice", "slice", source, str(checkpoint), *options(parent, design)],
+    return [["matslice", "slice", source, str(checkpoint), *spec_options(checked.spec)],
             ["matslice", "export", str(checkpoint), str(bundle), *export]]
 
 
-def commands(parent: Parent, design: Design, out: Path) -> list[str]:
+def commands(parent: Parent, checked: Checked, out: Path) -> list[str]:
     """`matslice slice ...` and `matslice export ...`: the design reproduced on the command line."""
-    return [shlex.join(line) for line in command_lines(parent, design, out)]
+    return [shlex.join(line) for line in command_lines(parent, checked, out)]
 
 
 # --- Starting points ------------------------------------------------------------------------------------------
@@ -440,14 +447,12 @@ class Designer:
         return starting_points(self.parent, self.slices, self.front)
 
     def evaluate(self, design: Design) -> dict[str, Any]:
-        result = evaluate(self.parent, design)
-        if result["valid"]:
-            result["commands"] = commands(self.parent, design, self.root / (design.name or "my-design"))
-        return result
+        return evaluate(self.parent, design, self.root)[0]
 
     def build(self, design: Design, taken: Sequence[str], progress: Callable[[float, str], None] | None = None
-              ) -> tuple[Path, dict[str, Any]]:
-        """Slice and export `design` into root/<name>; returns the bundle folder and the evaluation it was built to."""
+              ) -> tuple[Path, dict[str, Any], Checked]:
+        """Slice and export `design` into root/<name>: the bundle folder, the evaluation it was built to, and the
+        checked design (its spec is what the variant is registered with)."""
         if self.parent.folder is None:
             raise UserError("the design parent is a config, not a checkpoint: start the demo with "
                             "--design-parent CHECKPOINT to build")
@@ -456,32 +461,29 @@ class Designer:
                             "starting with a letter or digit")
         if design.name in taken:
             raise UserError(f"a variant named {design.name!r} is already served: choose another name")
-        result = self.evaluate(design)
-        if not result["valid"]:
+        result, checked = evaluate(self.parent, design, self.root)
+        if checked is None:
             raise UserError(result["message"])
         if not self._lock.acquire(blocking=False):
             raise UserError("another design is being built: wait for it to finish")
         try:
-            return self._build(design, result, progress or (lambda fraction, what: None))
+            return self._build(checked, result, progress or (lambda fraction, what: None)), result, checked
         finally:
             self._lock.release()
 
-    def _build(self, design: Design, result: dict[str, Any], progress: Callable[[float, str], None]
-               ) -> tuple[Path, dict[str, Any]]:
+    def _build(self, checked: Checked, result: dict[str, Any], progress: Callable[[float, str], None]) -> Path:
         """Slice and export through `build_variant` (the path and cache build-web and the default variants use),
         into one atomic folder: the checkpoint `commands` rebuilds, the bundle linked from the cache, design.json.
 
-        Progress comes from the build's own callback: a fraction and the running stage.
+        Progress comes from the build's own callback: a fraction and the running stage, "done" last.
         """
         from gemma3n.folders import atomic_folder
         from web_export.variant import build_variant
 
-        plan, dtypes = check(self.parent, design)  # the vocabulary cut, if any, is the one evaluate made
-        out = self.root / design.name
+        out = self.root / checked.design.name
         with atomic_folder(out, overwrite=True) as work:  # a design of this name from an earlier session
-            encoders = export_encoders(self.parent.config, design)
-            build_variant(self.parent.folder, plan, work / "bundle", dtypes, encoders, checkpoint=work / "checkpoint",
-                          progress=progress)
+            encoders = export_encoders(self.parent.config, checked.design)
+            build_variant(self.parent.folder, checked.plan, work / "bundle", checked.dtypes, encoders,
+                          checkpoint=work / "checkpoint", progress=progress)
             (work / "design.json").write_text(json.dumps(result, indent=2) + "\n")
-        progress(1.0, "done")
-        return out / "bundle", result
+        return out / "bundle"

@@ -20,7 +20,7 @@ from gemma3n.errors import UserError
 from gemma3n.modalities import TEXT_SESSIONS
 from slicer.plan import SliceSpec
 from slicer.report import layer_ranges
-from standins import nano
+from standins import nano_recipe as nano
 from web_export.manifest import NAME as MANIFEST
 from web_export.manifest import Manifest
 from web_export.variant import build_variant
@@ -152,6 +152,10 @@ class Registry:
             raise UserError(f"a variant named {variant.name!r} is already served: choose another name")
         self.variants[variant.name] = variant
 
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, name) per variant, as a picker lists them: a front's slices show predicted bytes, KL, top-1."""
+        return [(self.get(name).label(), name) for name in self.names]
+
     def get(self, name: str) -> Variant:
         if not isinstance(name, str) or name not in self.variants:
             raise UnknownVariant(f"unknown variant {name!r}: choose from {', '.join(self.variants)}")
@@ -176,16 +180,21 @@ def load_variant(name: str, folder: Path, checkpoint: Path | None = None) -> Var
 
 
 def from_models_json(path: Path) -> Registry:
-    """The variants `matslice build-web` listed, with folders relative to models.json."""
+    """The variants `matslice build-web` listed, with folders relative to models.json; the parent variant keeps
+    the checkpoint they were cut from (models.json's `source`) where it is still a checkpoint on this machine."""
     path = Path(path)
     data = json.loads(path.read_text())
     entries = data.get("models", data.get("variants", [])) if isinstance(data, dict) else data
+    source = Path(data["source"]) if isinstance(data, dict) and data.get("source") else None
+    if source is not None and not (source / "config.json").is_file():
+        source = None
     variants, parent = [], None
     for entry in entries:
         name = entry.get("name") or entry.get("id")
         where = entry.get("path") or entry.get("folder") or entry.get("dir") or f"models/{name}"
-        variants.append(load_variant(name, path.parent / where))
-        if entry.get("parent") is True or entry.get("role") == "parent":
+        is_parent = entry.get("parent") is True or entry.get("role") == "parent"
+        variants.append(load_variant(name, path.parent / where, source if is_parent else None))
+        if is_parent:
             parent = name
     if isinstance(data, dict) and isinstance(data.get("parent"), str):
         parent = data["parent"]

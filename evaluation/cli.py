@@ -16,7 +16,7 @@ def _default_pair() -> tuple[Path, Path]:
     """The embedded default (nano) model and its E2B-like nested slice, built once and cached beside it."""
     from slicer.checkpoint import slice_checkpoint
     from slicer.plan import make_plan
-    from standins import nano
+    from standins import nano_recipe as nano
     from standins.default import default_checkpoint
 
     parent = default_checkpoint()

@@ -35,6 +35,10 @@ DTYPES: dict[str, Dtype] = {d.name: d for d in (
     Dtype("q4f16", "_q4f16", "int4", 4, 2),
 )}
 
+# The usual choice first, as a picker lists them: a bundle's first dtype is its default.
+PREFERENCE = ("q4", "q4f16", "q8", "fp16", "fp32")
+assert set(PREFERENCE) == set(DTYPES)
+
 
 def parse_dtypes(text: str, option: str = "--dtype") -> tuple[str, ...]:
     """`q4,fp32` -> ("q4", "fp32"): known names, in order, each once; the first is a bundle's default."""

@@ -1,4 +1,5 @@
-"""Byte sizes as people write them on a command line (`2GB`, `500MB`, `256MiB`) and read them in a report."""
+"""Byte sizes as people write them on a command line (`2GB`, `500MB`, `256MiB`) and read them in a report; counts
+as a report shows them."""
 
 from __future__ import annotations
 
@@ -25,3 +26,13 @@ def human_bytes(count: int | float) -> str:
         if count >= size:
             return f"{count / size:.3g} {unit}" if count < 10 * size else f"{count / size:.1f} {unit}"
     return f"{int(count)} B"
+
+
+def count(value: int | None) -> str:
+    """1_910_000_000 -> '1.91B' (parameters as model cards write them); None -> '-'."""
+    if value is None:
+        return "-"
+    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return str(value)

@@ -13,11 +13,10 @@
 //   Gemma3nForConditionalGeneration, which also loads the vision encoder, so it is opt-in and its cost shown.
 // window.matslice exposes state and the last run's token ids for tests/website/test_browser.py.
 
-const TEXT_SESSIONS = ['embed_tokens', 'decoder_model_merged'];
-const INT4_DTYPES = new Set(['q4', 'q4f16']);
-// Dtypes whose WebGPU kernels need the adapter feature shader-f16 (onnxruntime-web fails at the first run without it:
-// "Program Gather requires f16 but the device does not support it"; transformers.js refuses fp16 at load).
-const F16_DTYPES = new Set(['fp16', 'q4f16']);
+// What each dtype needs comes from models.json's dtypes table (gemma3n/dtypes.py): needs_shader_f16 (onnxruntime-web
+// fails at the first WebGPU run without the feature: "Program Gather requires f16 but the device does not support
+// it"; transformers.js refuses fp16 at load) and int4 (4-bit matrix weights).
+const dtypeInfo = (dtype) => state.models.dtypes[dtype] ?? {};
 // onnxruntime-web builds: the asyncify build carries the WebGPU execution provider; the plain build is WASM only and
 // runs the CPU kernels without asyncify's instrumentation (several times faster per token).
 const RUNTIME_BUILDS = { webgpu: 'ort-wasm-simd-threaded.asyncify', wasm: 'ort-wasm-simd-threaded' };
@@ -207,7 +206,7 @@ async function webgpu() {
 }
 
 function loadSessions(withAudio) {
-    return withAudio ? Object.keys(state.manifest.sessions) : TEXT_SESSIONS;
+    return withAudio ? Object.keys(state.manifest.sessions) : state.variant.text_sessions;
 }
 
 // The largest tensor this load puts in one GPU buffer: over the sessions it loads, in the dtype it loads only.
@@ -231,9 +230,9 @@ async function decideBackend() {
     const gpu = await webgpu();
     if (gpu.missing) return onWasm(`${gpu.missing}; running on the CPU with WASM.`);
     const notes = [];
-    if (F16_DTYPES.has(dtype) && !gpu.shaderF16) {
+    if (dtypeInfo(dtype).needs_shader_f16 && !gpu.shaderF16) {
         const lacks = `${dtype} needs the WebGPU feature shader-f16, which the ${gpu.name} adapter lacks`;
-        const other = v.dtypes.find((d) => !F16_DTYPES.has(d));
+        const other = v.dtypes.find((d) => !dtypeInfo(d).needs_shader_f16);
         if (state.dtypePicked || !other) return onWasm(`${lacks}, so ${dtype} runs on the CPU with WASM.`);
         notes.push(`${lacks}, so ${other} is used.`);
         dtype = other;
@@ -264,7 +263,7 @@ function onWasmBackend(v, backend) {
         backend.reason += ` ${chosen} needs WebGPU (${blocked[chosen].join(', ')} has no WASM kernel), so ${usable[0]} is used.`;
     } else if (!usable.length) {
         backend.reason += ` No dtype of this variant runs on WASM (${Object.values(blocked).flat().join(', ')}): rebuild it with --dtype q8.`;
-    } else if (!state.dtypePicked && INT4_DTYPES.has(chosen) && usable.includes('q8')) {
+    } else if (!state.dtypePicked && dtypeInfo(chosen).int4 && usable.includes('q8')) {
         $('dtype').value = 'q8';
         backend.reason += ` q8 is used rather than ${chosen}: WASM has no 4-bit matrix kernel and unpacks 4-bit weights on every call.`;
     }
@@ -478,7 +477,7 @@ function showProgress() {
 // ---------------------------------------------------------------- loading
 
 function filesToDownload(manifest, dtype, withAudio) {
-    const sessions = withAudio ? Object.keys(manifest.sessions) : ['embed_tokens', 'decoder_model_merged'];
+    const sessions = withAudio ? Object.keys(manifest.sessions) : state.variant.text_sessions;
     const onnx = new Set(sessions.flatMap((s) => [manifest.sessions[s][dtype].file, ...manifest.sessions[s][dtype].data_files]));
     return Object.entries(manifest.files).filter(([name]) => !name.startsWith('onnx/') || onnx.has(name));
 }

@@ -31,8 +31,9 @@ def _builder(kind: Kind) -> tuple[str, Callable[[Path, int], Path]]:
         from standins.corpus import sources_key
         from standins.nano import write_nano
 
-        return (code_key("standins.nano", "standins.corpus", "standins.wordnet", "standins.books", "standins.packages",
-                          "standins.tiny", "standins.folder", "slicer.masked", extra=sources_key()),
+        modules = ("standins.nano", "standins.nano_recipe", "standins.corpus", "standins.wordnet", "standins.books",
+                   "standins.packages", "standins.tiny", "standins.folder", "slicer.masked")
+        return (code_key(*modules, extra=sources_key()),
                 lambda out, seed: write_nano(out, seed=seed))
     raise ValueError(f"unknown default model kind {kind!r}: choose nano or tiny")
 

@@ -71,16 +71,20 @@ def build_variant(parent: Path, spec: SliceSpec | SlicePlan | None, out: Path | 
     encoders = set(encoders) if encoders is not None and child.multimodal else None
     key = variant_key(parent, plan, tuple(dtypes), encoders)
     entry = folder("variants") / key
-    reused = (entry / "manifest.json").is_file()
     if checkpoint is not None and plan is not None and not _holds(Path(checkpoint), key):
         _slice(parent, plan, Path(checkpoint), within(progress, 0.0, SLICING_SHARE))
         (Path(checkpoint) / KEY_FILE).write_text(key + "\n")
-    cached(entry, lambda path: _export(parent, plan, path, tuple(dtypes), encoders, checkpoint, progress),
-           "manifest.json")
+    exported: list[Path] = []  # whether this call built the entry: decided under the lock, not before it
+
+    def export(path: Path) -> None:
+        _export(parent, plan, path, tuple(dtypes), encoders, checkpoint, progress)
+        exported.append(path)
+
+    cached(entry, export, "manifest.json")
     if out is not None:
         place(entry, Path(out))
     report(progress, 1.0, "done")
-    return Built(entry if out is None else Path(out), key, reused, time.perf_counter() - started)
+    return Built(entry if out is None else Path(out), key, not exported, time.perf_counter() - started)
 
 
 def _holds(checkpoint: Path, key: str) -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma3n.config import ModelConfig, load_config
-from gemma3n.dtypes import parse_dtypes
+from gemma3n.dtypes import DTYPES, parse_dtypes
 from gemma3n.errors import UserError
 from gemma3n.folders import check_writable
 from gemma3n.modalities import TEXT_SESSIONS
@@ -44,7 +44,7 @@ DEFAULT_DTYPES = "q4"
 # bundle made elsewhere may carry them: the page then falls back to a dtype WASM can run, and says so.
 NOT_ON_WASM = {"GatherBlockQuantized"}
 # transformers.min.js bundles onnxruntime-web's JS. The page points it at one of two WASM builds: the asyncify build
-# carries the WebGPU execution provider; the plain build runs WASM only, 2.3-2.6x less CPU per token (no asyncify
+# carries the WebGPU execution provider; the plain build runs WASM only, with less CPU per token (no asyncify
 # instrumentation). The jsep build does not work with this JS for WebGPU ("webgpuInit is not a function").
 RUNTIME_FILES = {
     "@huggingface/transformers/dist/transformers.min.js": "transformers.min.js",
@@ -98,7 +98,7 @@ def default_slice(config: ModelConfig) -> tuple[SliceSpec, str]:
     to serve (every FFN at half width, KV-sharing layers 7 and 8 dropped), so the page's default variant is a
     nested sub-model rather than an arbitrary cut. A default of another shape gets the same idea generically:
     the second-to-last layer (KV-sharing in Gemma 3n, so no KV store is lost) dropped and every FFN halved."""
-    from standins import nano
+    from standins import nano_recipe as nano
 
     text = config.text
     if (text.num_hidden_layers, max(text.intermediate_size)) == (nano.NUM_LAYERS, nano.FFN_WIDTH):
@@ -179,6 +179,7 @@ def models_entry(variant: Variant, bundle: Path, key: str, out: Path) -> dict[st
         "dtypes": list(manifest.dtypes),
         "default_dtype": manifest.default_dtype,
         "sessions": sessions,
+        "text_sessions": text_sessions,
         "audio": audio,
         "bytes": {d: {"text": manifest.download(d, text_sessions), "all": manifest.download(d)}
                   for d in manifest.dtypes},
@@ -211,11 +212,20 @@ def copy_site(out: Path) -> None:
             shutil.copyfile(path, target)
 
 
-def write_models_json(out: Path, entries: list[dict[str, Any]], runtime: dict[str, str],
+def dtype_table() -> dict[str, dict[str, bool]]:
+    """What the page decides a backend by, per dtype (gemma3n/dtypes.py): whether WebGPU needs the adapter's
+    shader-f16 feature, and whether its matrix weights are 4-bit (WASM unpacks those on every call)."""
+    return {d.name: {"needs_shader_f16": d.needs_shader_f16, "int4": d.matmul == "int4"} for d in DTYPES.values()}
+
+
+def write_models_json(out: Path, entries: list[dict[str, Any]], runtime: dict[str, str], source: Path,
                       prompts: Sequence[str] = ()) -> None:
-    """models.json; ``prompts`` (the default model's own, which it was trained to answer) prefill the page."""
+    """models.json; ``source`` is the checkpoint every variant was cut from (on the machine that built them: the
+    demo's Design tab cuts it), ``prompts`` (the default model's own, which it was trained to answer) prefill
+    the page."""
     default = next((e["id"] for e in entries if not e["parent"]), entries[0]["id"] if entries else None)
-    data = {"format": 1, "default": default, "runtime": runtime, "variants": entries}
+    data = {"format": 1, "default": default, "runtime": runtime, "dtypes": dtype_table(),
+            "source": str(source.resolve()), "variants": entries}
     if prompts:
         data["prompts"] = list(prompts)
     tmp = out / ".models.json.tmp"
@@ -245,7 +255,7 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
     prompts: tuple[str, ...] = ()
     if args.model is None:
         from standins.default import default_checkpoint
-        from standins.nano import PROMPTS
+        from standins.nano_recipe import PROMPTS
 
         model, prompts = default_checkpoint(), PROMPTS
     else:
@@ -257,7 +267,7 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
     remove_stale(out, {v.id for v in variants})
     runtime = vendor_runtime(out)
     if not (out / "models.json").is_file():  # marks OUT as a MatSlice build before the first (long) export
-        write_models_json(out, [], runtime, prompts)
+        write_models_json(out, [], runtime, model, prompts)
     copy_site(out)
     built: list[tuple[dict[str, Any], str]] = []
     for variant in variants:
@@ -265,7 +275,7 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
         done = build_variant(model, variant.plan, out / "models" / variant.id, dtypes)
         note = "reused" if done.reused else f"built in {done.seconds:.0f}s"
         built.append((models_entry(variant, done.bundle, done.key, out), note))
-        write_models_json(out, [entry for entry, _ in built], runtime, prompts)
+        write_models_json(out, [entry for entry, _ in built], runtime, model, prompts)
     return built
 
 

@@ -244,13 +244,19 @@ def test_pareto_front() -> None:
 
 
 def test_models_json_registry(registry: Registry, tmp_path: Path) -> None:
-    """The format `matslice build-web` writes: variants with id, relative path and a parent flag."""
+    """The format `matslice build-web` writes: variants with id, relative path and a parent flag, and the checkpoint
+    they were cut from, which the parent variant keeps (the Design tab cuts it) while it is a checkpoint here."""
     from demo.variants import UnknownVariant, from_models_json
 
     entries = [{"id": f"v-{v.name}", "path": os.path.relpath(v.folder, tmp_path) + "/", "parent": v.name == "parent"}
                for v in reversed(list(registry.variants.values()))]
-    (tmp_path / "models.json").write_text(json.dumps({"format": 1, "default": "v-e2b-like", "variants": entries}))
-    loaded = from_models_json(tmp_path / "models.json")
+    source = registry.get("parent").checkpoint
+    assert source is not None and (source / "config.json").is_file()
+    for where, kept in ((source, source), (tmp_path / "gone", None)):
+        (tmp_path / "models.json").write_text(json.dumps({"format": 1, "default": "v-e2b-like", "variants": entries,
+                                                          "source": str(where)}))
+        loaded = from_models_json(tmp_path / "models.json")
+        assert loaded.get("v-parent").checkpoint == kept and loaded.get("v-e2b-like").checkpoint is None
     assert loaded.parent == "v-parent" and loaded.names == [e["id"] for e in entries]
     assert loaded.get("v-parent").bytes == registry.get("parent").bytes
     with pytest.raises(UnknownVariant, match="unknown variant"):

@@ -28,7 +28,6 @@ def test_pick_front_spreads_from_smallest_to_largest() -> None:
 
 def test_the_front_is_served_by_name_with_its_numbers(tiny_text: Path, tmp_path: Path) -> None:
     """On the text-only tiny model: exporting the multimodal one's towers takes minutes on 2 cores."""
-    from demo.app import variant_choices
 
     result = run_search(Request(tiny_text, 10**10, "q4", OPTIONS, trials=6, batch=3, window=128))
     path = save_front(tmp_path / "front.json", result["front"])
@@ -41,7 +40,7 @@ def test_the_front_is_served_by_name_with_its_numbers(tiny_text: Path, tmp_path:
     assert variant.slice_record["kept_layers"] == [i for i in range(8) if i not in chosen["layers_to_skip"]]
     assert variant.bytes == pytest.approx(chosen["bytes"], rel=0.15)  # the tiny graphs' bytes are estimated
     assert variant.summary()["search"]["kl"] == chosen["kl"]
-    labels = dict((name, label) for label, name in variant_choices(registry))
+    labels = dict((name, label) for label, name in registry.choices())
     assert labels["parent"] == "parent" and "MB predicted" in labels[chosen["name"]] and "KL" in labels[chosen["name"]]
     again = build_front(entries, most=1)  # cached: the same folders, nothing rebuilt
     assert again.get(chosen["name"]).folder == variant.folder

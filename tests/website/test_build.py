@@ -36,8 +36,14 @@ def test_killed_build_then_rebuild(tiny_text: Path, tmp_path: Path, monkeypatch)
 
     done = subprocess.run([*MATSLICE, *args], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    variants = json.loads((out / "models.json").read_text())["variants"]
+    models = json.loads((out / "models.json").read_text())
+    variants = models["variants"]
     assert [v["id"] for v in variants] == ["text-small"]
+    # What the page and the demo read: the dtype table, the text sessions, the checkpoint the variants came from.
+    assert models["source"] == str(tiny_text.resolve())
+    assert models["dtypes"]["q4f16"] == {"needs_shader_f16": True, "int4": True}
+    assert models["dtypes"]["q8"] == {"needs_shader_f16": False, "int4": False}
+    assert variants[0]["text_sessions"] == ["embed_tokens", "decoder_model_merged"]
     manifest = json.loads((out / "models" / "text-small" / "manifest.json").read_text())
     for name, record in manifest["files"].items():
         assert (out / "models" / "text-small" / name).stat().st_size == record["bytes"], name
