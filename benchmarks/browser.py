@@ -16,11 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
+from evaluation.metrics import ids_match
 from gemma3n.npm import NODE_DIR, ensure_installed
 from web_export.manifest import Manifest
 from web_export.runtime import BundleRuntime, Prompt
@@ -32,9 +33,6 @@ FULL_SHAPE_PRESET = "E0.40B-text"
 FULL_SHAPE_VOCAB = 32768
 FULL_SHAPE_TOKENS = 8  # WASM runs a 4-bit full-shape token in seconds (no 4-bit kernel in onnxruntime-web's WASM)
 WEBGPU_TOKENS = 3  # SwiftShader runs a full-shape token in about a minute
-# Ids from two runtimes may differ where the top two logits are closer than their rounding differences: a
-# mismatch at a step whose Python top-2 gap is below this ends the comparison instead of failing it.
-NEAR_TIE = 0.1
 
 
 def run_page(site: Path, backend: str = "wasm", new_tokens: int = NEW_TOKENS, timeout: int = 300,
@@ -84,14 +82,6 @@ def run_python(bundle: Path, dtype: str, prompt_ids: list[int], new_tokens: int 
     decode = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None
     return {"load_seconds": load, "first_token_seconds": times[0] - started, "tokens_per_second": decode,
             "ids": ids, "top2_gaps": gaps}
-
-
-def ids_match(got: list[int], want: list[int], gaps: list[float], near_tie: float = NEAR_TIE) -> tuple[bool, int]:
-    """(match, steps compared): equal ids, or equal up to a step where Python's top two logits nearly tie."""
-    for step, (a, b) in enumerate(zip(got, want, strict=False)):
-        if a != b:
-            return gaps[step] < near_tie, step
-    return len(got) == len(want), min(len(got), len(want))
 
 
 def _ratios(page: dict, python: dict) -> dict:
@@ -153,12 +143,12 @@ def bench_browser_full_shape(work: Path, corpus: Path, preset: str = FULL_SHAPE_
         "preset": preset, "dtype": dtype, "variant": variant["id"], "bytes": variant["bytes"][dtype]["text"],
         "largest_tensor_bytes": manifest.largest_tensor["bytes"], "vocab": (variant["slice"] or {}).get("vocab"),
         "build_seconds": build_seconds, "wasm": wasm, "python": python,
-        "wasm_ids_match": ids_match(wasm["ids"], python["ids"], python["top2_gaps"])[0],
+        "wasm_ids": asdict(ids_match(wasm["ids"], python["ids"], python["top2_gaps"])),
         "ratios": _ratios(wasm, python),
     }
     if webgpu:
         gpu = run_page(site, "webgpu", WEBGPU_TOKENS, 900)
         result["webgpu"] = gpu
-        result["webgpu_ids_match"] = gpu["backend"] == "webgpu" and ids_match(
-            gpu["ids"], python["ids"][: len(gpu["ids"])], python["top2_gaps"])[0]
+        result["webgpu_ids"] = asdict(ids_match(gpu["ids"], python["ids"][: len(gpu["ids"])], python["top2_gaps"]))
+        result["webgpu_ids"]["match"] &= gpu["backend"] == "webgpu"
     return result

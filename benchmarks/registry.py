@@ -121,6 +121,12 @@ def _browser_full(prefix: str, dtype: str) -> Callable[[Context], tuple[Figures,
     return run
 
 
+def _ids_figures(prefix: str, compared: dict) -> Figures:
+    """Whether the page's greedy ids equal Python's, over how many steps, and whether a near tie ended them."""
+    return {f"{prefix}_ids_match": compared["match"], f"{prefix}_ids_steps": compared["steps"],
+            f"{prefix}_ids_near_tie": compared["near_tie"]}
+
+
 def _full_shape_figures(prefix: str, found: dict) -> Figures:
     """The flat keys of one full-shape browser run: bytes, WASM speed and its ratios to Python, ids, WebGPU if run."""
     figures: Figures = {f"{prefix}.bytes": found["bytes"],
@@ -129,9 +135,9 @@ def _full_shape_figures(prefix: str, found: dict) -> Figures:
         figures[f"{prefix}.{key}"] = found["wasm"][key]
         figures[f"{prefix}.{key}_over_python"] = found["ratios"].get(key)
     figures[f"{prefix}.peak_tab_bytes"] = found["wasm"]["peak_tab_bytes"]
-    figures[f"{prefix}.wasm_ids_match"] = found["wasm_ids_match"]
+    figures |= _ids_figures(f"{prefix}.wasm", found["wasm_ids"])
     if "webgpu" in found:
-        figures[f"{prefix}.webgpu_ids_match"] = found["webgpu_ids_match"]
+        figures |= _ids_figures(f"{prefix}.webgpu", found["webgpu_ids"])
         for key in ("load_seconds", "first_token_seconds", "tokens_per_second", "peak_tab_bytes",
                     "peak_gpu_process_bytes"):
             figures[f"{prefix}.webgpu.{key}"] = found["webgpu"][key]

@@ -65,3 +65,39 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     num = (a * b).sum(-1)
     den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12
     return float((num / den).mean())
+
+
+NEAR_TIE = 0.1  # logits: a gap this small between the reference's top two is a rounding-level tie
+MIN_EQUAL_BEFORE_TIE = 4  # a tie is forgiven only after this many equal steps
+
+
+@dataclass(frozen=True)
+class IdsMatch:
+    """Two greedy decodes of one prompt compared step by step: how many steps, and where they first differ.
+
+    Another runtime's greedy ids may part from the reference's where the reference's top two logits nearly tie
+    (rounding decides), and after that the two texts differ for good. That is accepted only after
+    MIN_EQUAL_BEFORE_TIE equal steps, and reported as such: a difference at step 0 says the runtimes disagree.
+    """
+
+    match: bool
+    steps: int  # steps compared: equal ones, plus the one that differed
+    first_difference: int | None
+    near_tie: bool  # the match rests on a near tie at first_difference
+
+    def describe(self) -> str:
+        if self.first_difference is None:
+            return f"ids match, {self.steps} steps compared" if self.match else f"lengths differ after {self.steps}"
+        if self.near_tie:
+            return f"ids match for {self.first_difference} steps, then part at a near tie"
+        return f"ids differ at step {self.first_difference}"
+
+
+def ids_match(got: list[int], want: list[int], gaps: list[float], near_tie: float = NEAR_TIE) -> IdsMatch:
+    """Compare `got` with the reference `want`, whose top-2 logit gap at each step is `gaps`."""
+    for step, (a, b) in enumerate(zip(got, want, strict=False)):
+        if a != b:
+            tie = step >= MIN_EQUAL_BEFORE_TIE and gaps[step] < near_tie
+            return IdsMatch(tie, step + 1, step, tie)
+    steps = min(len(got), len(want))
+    return IdsMatch(len(got) == len(want), steps, None, False)

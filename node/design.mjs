@@ -2,11 +2,13 @@
 // Why a Node script: the same pinned playwright-core that drive.mjs uses; tests/demo/test_design.py runs this
 // against a real `matslice demo` and checks what it prints.
 //
-// usage: node design.mjs <url> --out DIR [--store N] [--build NAME [--start LABEL]] [--chromium PATH]
+// usage: node design.mjs <url> --out DIR [--store N] [--build NAME [--start LABEL] [--text-only] [--add-dtype D]]
+//        [--prompt TEXT] [--chromium PATH]
 // Opens the page, screenshots the Compare tab (the size/quality plot), switches to Design, reads which layers
 // the grid marks as KV stores, ticks "skip" on store layer N, waits for the verdict to change, screenshots,
 // presses Build (which must refuse with the reason), unticks it and waits for the design to be valid again, and,
-// with --build NAME, builds it under that name and waits for it to join the Compare tab's choices.
+// with --build NAME, builds it under that name (recording the progress the page shows while it builds), waits for
+// it to join the Compare tab's choices, picks it and runs a prompt on the picked variants (--prompt).
 // Prints one JSON line.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -21,6 +23,9 @@ const { values, positionals } = parseArgs({
         store: { type: 'string', default: '5' },
         build: { type: 'string' },
         start: { type: 'string' },
+        prompt: { type: 'string', default: 'The history of the city' },
+        'text-only': { type: 'boolean', default: false },
+        'add-dtype': { type: 'string' },
         chromium: { type: 'string', default: '/usr/bin/chromium' },
         timeout: { type: 'string', default: '60000' },
     },
@@ -76,19 +81,55 @@ try {
             await page.getByRole('option', { name: values.start }).click();
             await page.waitForTimeout(2000);
         }
+        if (values['text-only']) {
+            for (const box of await page.$$('#design-modalities input[type=checkbox]')) {
+                if (await box.evaluate((e) => e.parentElement.textContent.trim() !== 'text') && await box.isChecked()) {
+                    await box.uncheck();
+                }
+            }
+        }
+        if (values['add-dtype']) {
+            await page.locator('#design-dtypes label').filter({ hasText: new RegExp(`^\\s*${values['add-dtype']}\\s*$`) })
+                .locator('input').check();
+        }
+        if (values['text-only'] || values['add-dtype']) await page.waitForTimeout(2000);  // the design re-plans
+        result.designNumbers = await page.textContent('#design-numbers');
         await page.fill('#design-name input, #design-name textarea', values.build);
         await page.click('#design-build');
-        await page.waitForTimeout(3000);
-        await page.screenshot({ path: path.join(values.out, 'demo-design-building.png'), fullPage: true });
-        await page.waitForFunction((name) => {
+        // What the page shows while it builds: Gradio's progress (stage and fraction) over the status box.
+        result.progress = [];
+        const finished = (name) => {
             const text = document.querySelector('#build-status')?.textContent ?? '';
-            return text.includes(`Built ${name}`) || text.includes('Build failed');
-        }, values.build, { timeout: 600000 });
+            return text.includes(`Built ${name}`) || text.includes('Build failed') || text.includes('Not built');
+        };
+        const deadline = Date.now() + 600000;
+        let shot = false;
+        while (!(await page.evaluate(finished, values.build))) {
+            if (Date.now() > deadline) throw new Error('the build did not finish in 600 s');
+            const shown = (await page.textContent('#build-status')).trim();
+            if (shown && !result.progress.includes(shown)) result.progress.push(shown);
+            if (!shot && /\d+(\.\d+)?%/.test(shown)) {
+                await page.screenshot({ path: path.join(values.out, 'demo-design-building.png'), fullPage: true });
+                shot = true;
+            }
+            await page.waitForTimeout(250);
+        }
         result.built = await page.textContent('#build-status');
         await page.getByRole('tab', { name: 'Compare' }).click();
         await page.click('#picked input');
         await page.waitForSelector('[role=option]', { timeout });
         result.choices = await page.$$eval('[role=option]', (els) => els.map((e) => e.textContent.trim()));
+        const mine = page.getByRole('option', { name: values.build });
+        if (await mine.count()) {
+            await mine.first().click();
+            await page.keyboard.press('Escape');
+            await page.fill('#prompt textarea', values.prompt);
+            await page.getByRole('button', { name: 'Run', exact: true }).click();
+            await page.waitForFunction(() => /variants, done/.test(document.body.textContent), null,
+                { timeout: 300000 });
+            result.columns = await page.$$eval('.column-text textarea', (els) => els.map((e) => e.value));
+            result.headers = await page.$$eval('h3', (els) => els.map((e) => e.textContent.trim()));
+        }
         await page.screenshot({ path: path.join(values.out, 'demo-compare-built.png'), fullPage: true });
     }
 } catch (e) {

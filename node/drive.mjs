@@ -6,6 +6,7 @@
 //        [--webgpu]   (--enable-unsafe-webgpu instead of --disable-gpu: a GPU adapter, or SwiftShader's software one)
 //        [--with-audio] [--audio clip.wav]  (load the audio sessions; attach the clip through the page's file input)
 //        [--range models/v/onnx/f.onnx_data:START-END]  (fetch that byte range through the page's checked fetch)
+//        [--adapter-limit BYTES]  (the WebGPU adapter reports buffer limits no larger than this, as a small GPU's does)
 //        [--timeout ms] (each wait)
 // prints one JSON line: {matslice, requests, error, console, timings, memory, range}; memory is the peak resident set
 // of the tab's renderer process, of the GPU process and of all this browser's processes, sampled from /proc every 200 ms.
@@ -29,6 +30,7 @@ const { values, positionals } = parseArgs({
         'with-audio': { type: 'boolean', default: false },
         audio: { type: 'string' },
         range: { type: 'string' },
+        'adapter-limit': { type: 'string' },
     },
 });
 const [url] = positionals;
@@ -56,6 +58,20 @@ function sampleMemory() {
 const context = await chromium.launchPersistentContext(profile, {
     executablePath: values.chromium, headless: true, args: FLAGS, viewport: { width: 1100, height: 1000 },
 });
+if (values['adapter-limit']) {
+    // Before any page script: GPUAdapter.limits capped at the given bytes, the two buffer limits the page checks.
+    await context.addInitScript((limit) => {
+        if (!globalThis.GPUAdapter) return;
+        const real = Object.getOwnPropertyDescriptor(GPUAdapter.prototype, 'limits').get;
+        const capped = new Set(['maxBufferSize', 'maxStorageBufferBindingSize']);
+        Object.defineProperty(GPUAdapter.prototype, 'limits', {
+            get() {
+                const limits = real.call(this);
+                return new Proxy(limits, { get: (t, k) => (capped.has(k) ? Math.min(t[k], limit) : t[k]) });
+            },
+        });
+    }, Number(values['adapter-limit']));
+}
 const requests = [];
 const consoleLines = [];
 context.on('request', (r) => requests.push(r.url()));
@@ -105,6 +121,7 @@ try {
     result.backendLine = await page.textContent('#backend');
     result.isolation = await page.textContent('#isolation');
     result.stats = await page.textContent('#stats');
+    result.variants = await page.textContent('#variants');
 } catch (e) {
     result.failure = String(e);
 } finally {

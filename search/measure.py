@@ -10,6 +10,9 @@ many workers share the machine.
 
 from __future__ import annotations
 
+import os
+import socket
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -73,10 +76,18 @@ class Evaluator:
         found = tally.summary()
         return {"kl": found["kl_mean"], "top1": found["top1_agreement"], "perplexity": found["variant_perplexity"],
                 "parent_perplexity": found["parent_perplexity"], "positions": found["positions"],
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "worker": worker_identity()}
 
     def close(self) -> None:
         self._stack.close()
+
+
+def worker_identity() -> dict[str, Any]:
+    """Where this process runs: its host and pid, and its Ray node id inside a Ray worker (None elsewhere), so a
+    search's result shows which process measured each slice."""
+    ray = sys.modules.get("ray")
+    node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
+    return {"host": socket.gethostname(), "pid": os.getpid(), "ray_node": node}
 
 
 # --- A worker process's evaluator (concurrent.futures calls module functions) ------------------------------------

@@ -26,7 +26,7 @@ from gemma3n.units import human_bytes
 from search.calibration import calibration_windows, read_calibration
 from search.front import Candidate, front_entries, pareto_front
 from search.hardware import describe
-from search.measure import Setup
+from search.measure import Setup, worker_identity
 from search.space import Choice, Space, space_for
 from search.workers import open_pool
 from slicer.options import spec_options
@@ -132,6 +132,7 @@ def run_search(request: Request) -> dict[str, Any]:
     try:
         load_seconds = pool.load_seconds
         measure_started = time.perf_counter()
+        measured_by: list[dict[str, Any]] = []  # which process measured each fresh slice, in measuring order
         for first in range(0, request.trials, request.batch):
             trials = [study.ask() for _ in range(min(request.batch, request.trials - first))]
             specs = [space.spec(_choice(trial, space)) for trial in trials]
@@ -141,6 +142,7 @@ def run_search(request: Request) -> dict[str, Any]:
             fresh = list(dict.fromkeys(s for s in specs if sizes[s] <= request.budget and s not in seen.measured))
             for spec, found in zip(fresh, pool.measure(fresh), strict=True):
                 number = trials[specs.index(spec)].number
+                measured_by.append({"trial": number, **found["worker"]})
                 seen.measured[spec] = Candidate(spec, sizes[spec], found["kl"], found["top1"], number,
                                                 found["seconds"])
             for trial, spec in zip(trials, specs, strict=True):
@@ -180,4 +182,6 @@ def run_search(request: Request) -> dict[str, Any]:
         "seconds_per_trial": sum(c.seconds for c in seen.measured.values()) / max(measured, 1),
         "trials_per_minute": 60 * request.trials / measure_seconds if measure_seconds else None,
         "front": front_entries(front, str(request.model), request.dtype),
+        "driver": worker_identity(),
+        "measured_by": measured_by,
     }

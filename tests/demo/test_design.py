@@ -248,9 +248,8 @@ def test_built_design_joins_the_comparison(client, cache: Path, nano: Path, tmp_
 def test_design_tab_in_chromium(server, client, cache: Path, nano: Path) -> None:
     """Tick "skip" on the store layer in the real page: the grid marks it, the verdict says why, Build refuses,
     and unticking recovers; the numbers on the page are the plan's."""
-    from demo.app import _count
     from gemma3n.npm import NODE_DIR, ensure_installed
-    from gemma3n.units import human_bytes
+    from gemma3n.units import count, human_bytes
 
     if shutil.which("node") is None:
         pytest.skip("node is not on PATH")
@@ -273,7 +272,7 @@ def test_design_tab_in_chromium(server, client, cache: Path, nano: Path) -> None
     page = client.predict({"modalities": ["text", "audio"], "dtypes": ["q4"], "context": 2048}, api_name="/design")
     assert page["plan"] == matslice_plan(nano)
     q4 = page["predicted"]["q4"]
-    for shown in (_count(page["plan"]["params"]["effective_published"]), human_bytes(q4["download"]),
+    for shown in (count(page["plan"]["params"]["effective_published"]), human_bytes(q4["download"]),
                   human_bytes(q4["memory"]["total"]), human_bytes(q4["largest_tensor"][1])):
         assert shown in result["numbersBefore"], (shown, result["numbersBefore"])
     assert "Valid design" in result["validAfter"] and "matslice slice" in result["commands"]
@@ -281,3 +280,62 @@ def test_design_tab_in_chromium(server, client, cache: Path, nano: Path) -> None
     assert hosts == {url.split("/")[2]}, hosts  # nothing leaves the machine
     for shot in ("demo-compare.png", "demo-design-invalid.png", "demo-design.png"):
         assert (ARTIFACTS / shot).stat().st_size > 10_000
+
+
+def design_in_chromium(url: str, *options: str) -> dict:
+    """node/design.mjs against a served demo: its JSON (what the page showed at each step)."""
+    from gemma3n.npm import NODE_DIR, ensure_installed
+
+    if shutil.which("node") is None:
+        pytest.skip("node is not on PATH")
+    ensure_installed()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    command = ["node", "design.mjs", url, "--out", str(ARTIFACTS), "--store", str(STORE), "--chromium", str(CHROMIUM),
+               *options]
+    done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result.get("failure") is None, result
+    return result
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
+def test_build_from_the_page_joins_compare_and_generates(server, client, cache: Path) -> None:
+    """As a person: set a design (the E2B-like starting point, text only, q4 and q8: a bundle no other test builds),
+    name it, press Build; the page shows the build's stages and progress, then the variant is among Compare's
+    choices, and a prompt run on it answers."""
+    url, _ = server
+    result = design_in_chromium(url, "--build", "ui-slice", "--start", "variant e2b-like", "--text-only",
+                                "--add-dtype", "q8")
+    assert "q8" in result["designNumbers"], result["designNumbers"]  # the table gained a q8 column
+    assert "Built ui-slice" in result["built"], result
+    staged = " ".join(result["progress"])
+    assert "%" in staged and any(stage in staged for stage in ("slicing", "tracing", "exporting")), result["progress"]
+    assert any("ui-slice" in choice for choice in result["choices"]), result["choices"]
+    assert "ui-slice" in client.predict(api_name="/variants")
+    assert any(h.startswith("ui-slice") for h in result["headers"]), result["headers"]
+    assert sum(bool(text.strip()) for text in result["columns"]) == 4, result["columns"]  # 3 picked + the new one
+    manifest = json.loads((cache / "designs" / "ui-slice" / "bundle" / "manifest.json").read_text())
+    assert manifest["dtypes"] == ["q4", "q8"] and manifest["text_only"], manifest["dtypes"]
+
+
+@pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is absent: apt-get install -y chromium")
+def test_a_build_failing_half_way_leaves_no_variant_and_says_why(registry: Registry, nano: Path,
+                                                                 tmp_path: Path) -> None:
+    """The parent's weights vanish after the design was checked (its config still reads): the build fails while
+    slicing, the page names the missing file, and neither a variant nor a design folder is left."""
+    parent = tmp_path / "parent"
+    shutil.copytree(nano, parent)
+    cache = tmp_path / "cache"
+    with demo_server(["--design-parent", str(parent), "--cache", str(cache),
+                      *(str(v.folder) for v in registry.variants.values())], tmp_path / "server.log") as (url, client):
+        assert client.predict({"modalities": ["text"]}, api_name="/design")["valid"]  # read the parent's headers
+        for weights in parent.glob("*.safetensors"):
+            weights.unlink()
+        result = design_in_chromium(url, "--build", "doomed", "--text-only")
+        assert "doomed" not in client.predict(api_name="/variants")
+    assert "Build failed" in result["built"] or "Not built" in result["built"], result["built"]
+    assert "safetensors" in result["built"], result["built"]
+    assert not any(c.endswith("doomed") for c in result["choices"]), result["choices"]
+    designs = cache / "designs"
+    assert not designs.exists() or not list(designs.iterdir()), list(designs.iterdir())

@@ -22,3 +22,17 @@ def test_readme_quick_start_is_what_ci_runs() -> None:
     assert _commands(quick_start) == _commands(between)
     assert len(_commands(between)) >= 3 and "nox -s build_web" in " ".join(_commands(between))
     assert "wordnet" not in ci.lower()  # the training text comes from the project's own packages
+
+
+def test_readme_bench_table_is_results_json() -> None:
+    """The README's benchmark table is exactly what `matslice bench --report` writes from benchmarks/results.json,
+    and every figure there names the commit, date, machine and load of the run that measured it."""
+    from benchmarks import results
+
+    figures = results.load()
+    assert figures, "benchmarks/results.json holds no figures: run matslice bench"
+    for key, found in figures.items():
+        assert {"value", "commit", "date", "machine", "load"} <= set(found), key
+        assert re.fullmatch(r"[0-9a-f]{7,40}(-dirty)?", found["commit"]) and found["date"].endswith("UTC"), found
+    readme = (ROOT / "README.md").read_text()
+    assert results.report(ROOT / "README.md") == readme, "README.md's bench table is stale: matslice bench --report"

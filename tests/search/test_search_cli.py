@@ -80,15 +80,15 @@ def ray_head() -> Iterator[str]:
                              "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
                             env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline and head.poll() is None:
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 break
             except OSError:
                 time.sleep(1)
-        else:
-            pytest.skip("ray start --head did not come up within 2 minutes here")
+        else:  # a slow head is a failure to report, not a reason to skip what CI must check
+            pytest.fail(f"ray start --head did not listen on port {port} within 3 minutes (exit {head.poll()})")
         yield f"127.0.0.1:{port}"
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -100,12 +100,23 @@ def ray_head() -> Iterator[str]:
         shutil.rmtree(temp, ignore_errors=True)
 
 
+def assert_measured_in_ray_workers(result: dict) -> set[str]:
+    """Every measurement ran in a Ray worker process (a Ray node id, a pid that is not the driver's); the nodes."""
+    driver = result["driver"]
+    assert driver["ray_node"] is not None, driver  # the driver joined Ray ...
+    assert len(result["measured_by"]) == result["measured"] > 0, result["measured_by"]
+    for where in result["measured_by"]:  # ... and every measurement ran elsewhere, in a worker
+        assert where["ray_node"] is not None and where["pid"] != driver["pid"], (where, driver)
+    return {where["ray_node"] for where in result["measured_by"]}
+
+
 def test_a_ray_cluster_measures_the_same_front(tiny_multimodal: Path, ray_head: str, tmp_path: Path) -> None:
     front_file = tmp_path / "front.json"
     done = _search(str(tiny_multimodal), "--budget-bytes", "65.3MB", "--trials", "8", "--batch", "4", "--seed", "1",
                    "--ray", ray_head, "--save", str(front_file), "--json")
     assert done.returncode == 0, done.stderr[-3000:]
     remote = json.loads(done.stdout)
+    assert assert_measured_in_ray_workers(remote) == {remote["driver"]["ray_node"]}  # the head is the one node
     local = run_search(Request(tiny_multimodal, 65_300_000, "q4", OPTIONS, trials=8, batch=4, seed=1))
     key = ["layers_to_skip", "ffn_dims", "bytes", "kl", "top1", "trial"]
     assert [[e[k] for k in key] for e in remote["front"]] == [[e[k] for k in key] for e in local["front"]]
@@ -115,6 +126,22 @@ def test_a_ray_cluster_measures_the_same_front(tiny_multimodal: Path, ray_head: 
 
     # the demo reads the file as the search wrote it
     assert SliceSpec.from_json(saved[0]) == SliceSpec(tuple(saved[0]["layers_to_skip"]), tuple(saved[0]["ffn_dims"]))
+
+
+def test_ray_local_measures_in_ray_workers(tiny_multimodal: Path) -> None:
+    """`--ray local` starts Ray in the search's own process; the measuring still happens in its actors."""
+    pytest.importorskip("ray")
+    done = _search(str(tiny_multimodal), "--budget-bytes", "65.3MB", "--trials", "4", "--batch", "4", "--seed", "1",
+                   "--ray", "local", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout)
+    assert len(assert_measured_in_ray_workers(result)) == 1 and result["hardware"]["workers"] == 1
+
+
+def test_in_process_measures_in_the_driver(tiny_multimodal: Path) -> None:
+    result = run_search(Request(tiny_multimodal, 65_300_000, "q4", OPTIONS, trials=2, batch=2, seed=1))
+    assert {where["pid"] for where in result["measured_by"]} == {os.getpid()} == {result["driver"]["pid"]}
+    assert all(where["ray_node"] is None for where in result["measured_by"])
 
 
 def test_cuda_without_a_gpu_is_refused(tiny_multimodal: Path) -> None:

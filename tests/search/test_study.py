@@ -3,6 +3,7 @@ exceeds the budget without measuring it, and its numbers are `matslice eval`'s o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,8 @@ def test_workers_do_not_change_the_front(searched: dict[str, Any], tiny_multimod
     parallel = run_search(_request(tiny_multimodal, workers=2))
     assert parallel["hardware"]["workers"] == 2
     assert _front(parallel) == _front(searched)
+    pids = {where["pid"] for where in parallel["measured_by"]}
+    assert pids and os.getpid() not in pids  # measured in the spawned workers, not here
 
 
 def test_a_front_entry_measures_as_matslice_eval_does_on_its_written_slice(searched: dict[str, Any],

@@ -169,19 +169,37 @@ def test_text_only_parent(tiny_text, tmp_path):
     assert json.loads((out / "config.json").read_text())["num_kv_shared_layers"] == 0
 
 
-def test_slicing_across_filesystems(tiny_multimodal, multimodal_slice, tmp_path):
-    """A model on one disk, OUT on another: the kernel's copy_file_range refuses (EXDEV on older kernels and for
-    some filesystems), and the copy falls back without changing a byte."""
+@pytest.mark.parametrize("refused", [("copy_file_range",), ("copy_file_range", "sendfile")])
+def test_slicing_where_the_kernel_will_not_copy(tiny_multimodal, multimodal_slice, tmp_path, monkeypatch, refused):
+    """A model on one disk, OUT on another: an older kernel's copy_file_range refuses (EXDEV), and so may sendfile
+    on some filesystems. Each refusal is made to happen here, to /dev/shm when it is another filesystem: the copy
+    falls back to the next way (counted, so the test fails if the fallback did not run) without changing a byte."""
+    import errno
+    import os
+
     other = Path("/dev/shm")
-    if not other.is_dir() or other.stat().st_dev == tiny_multimodal.stat().st_dev:
-        pytest.skip("no second filesystem (/dev/shm) to slice onto")
+    on_other = other.is_dir() and other.stat().st_dev != tiny_multimodal.stat().st_dev
+    calls = {"copy_file_range": 0, "sendfile": 0, "pread": 0}
+    for name in calls:
+        real = getattr(os, name)
+
+        def counted(*args, _name=name, _real=real):
+            calls[_name] += 1
+            if _name in refused:
+                raise OSError(errno.EXDEV, f"{_name} refused, as by an older kernel across file systems")
+            return _real(*args)
+
+        monkeypatch.setattr(os, name, counted)
     plan, out = multimodal_slice
-    target = Path(tempfile.mkdtemp(dir=other)) / "child"
+    target = Path(tempfile.mkdtemp(dir=other if on_other else tmp_path)) / "child"
     try:
         slice_checkpoint(tiny_multimodal, target, plan, max_shard_bytes=1 << 20, progress=False)
         assert _sha(target) == _sha(out)
     finally:
         shutil.rmtree(target.parent)
+    fallback = "pread" if "sendfile" in refused else "sendfile"
+    assert calls["copy_file_range"] > 0 and calls[fallback] > 0, calls  # every tensor run went the fallback way
+    assert calls["pread"] == 0 or fallback == "pread", calls
 
 
 def test_killed_slice_leaves_no_child(tiny_multimodal, tmp_path):

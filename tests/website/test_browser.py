@@ -13,6 +13,7 @@ Without /usr/bin/chromium the tests skip and say so (`apt-get install -y chromiu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -22,6 +23,7 @@ import threading
 import wave
 from collections.abc import Iterator
 from contextlib import contextmanager
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -32,7 +34,7 @@ from gemma3n.cache import folder, locked
 from gemma3n.npm import NODE_DIR, ensure_installed
 from web_export.bundle import hashes
 from web_export.runtime import BundleRuntime, Prompt
-from website.serve import make_server
+from website.serve import IsolatedHandler, make_server
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,7 +59,7 @@ def build_site(name: str, *options: str) -> Path:
 
 @pytest.fixture(scope="module")
 def site() -> Path:
-    out = build_site("default", "--no-parent", "--dtype", "q4,fp32,q4f16")
+    out = build_site("default", "--no-parent", "--dtype", "q4,q8,fp32,q4f16")
     ensure_installed()
     return out
 
@@ -277,6 +279,113 @@ def test_f16_dtype_without_shader_f16_runs_on_wasm_and_says_why(site: Path, orig
         assert state["backend"] == "wasm", state["backendReason"]
         assert "shader-f16" in state["backendReason"], state["backendReason"]
     assert state["lastRun"]["dtype"] == "q4f16"
+
+
+def test_q4_and_q8_bundle_runs_q8_on_wasm_and_q4_on_webgpu(site: Path, origin: str) -> None:
+    """Nobody picked a dtype: WASM (no 4-bit matrix kernel) takes q8 and says why, with Python's q8 ids; WebGPU keeps
+    the bundle's default, q4."""
+    variant = default_variant(site)
+    assert variant["dtypes"][:2] == ["q4", "q8"] and variant["default_dtype"] == "q4"
+    wasm = drive(f"{origin}/?backend=wasm", ARTIFACTS / "browser-wasm-prefers-q8.png", "--prompt", PROMPT,
+                 "--max-new-tokens", "8")
+    assert wasm.get("failure") is None and wasm["error"] is None, wasm
+    state = wasm["matslice"]
+    assert state["backend"] == "wasm" and state["lastRun"]["dtype"] == "q8", state["backendReason"]
+    assert "q8 is used rather than q4" in state["backendReason"], state["backendReason"]
+    run = state["lastRun"]
+    assert run["newIds"] == python_greedy(site / variant["path"], "q8", run["promptIds"], 8)
+    gpu = drive(f"{origin}/", ARTIFACTS / "browser-webgpu-keeps-q4.png", "--webgpu", "--max-new-tokens", "2",
+                "--timeout", "240000", timeout=400)
+    assert gpu.get("failure") is None and gpu["error"] is None, gpu
+    assert gpu["matslice"]["backend"] == "webgpu" and gpu["matslice"]["lastRun"]["dtype"] == "q4", gpu["backendLine"]
+
+
+def test_adapter_limits_below_the_largest_tensor_move_to_wasm_and_say_why(site: Path, origin: str) -> None:
+    """An adapter whose buffers cannot hold the largest tensor the load puts in one (a small GPU's): WASM, with the
+    adapter's limit, the tensor and its session named on the page."""
+    result = drive(f"{origin}/", ARTIFACTS / "browser-adapter-too-small.png", "--webgpu", "--adapter-limit", "65536",
+                   "--max-new-tokens", "2", "--timeout", "240000", timeout=400)
+    assert result.get("failure") is None and result["error"] is None, result
+    state = result["matslice"]
+    assert state["adapter"]["maxStorageBufferBindingSize"] == 65536, state["adapter"]
+    assert state["backend"] == "wasm" and state["lastRun"]["backend"] == "wasm", state["backendReason"]
+    reason = state["backendReason"]
+    assert "allows 0.07 MB per storage-buffer binding" in reason and "the largest" in reason, reason
+    assert "running on the CPU with WASM" in reason, reason
+
+
+def test_a_dtype_whose_ops_wasm_lacks_falls_back_by_name(site: Path, tmp_path: Path) -> None:
+    """A bundle made elsewhere whose q4 graphs use an operator onnxruntime-web's WASM build lacks (models.json's
+    not_on_wasm, as build-web writes it for such graphs): q4 asked for on WASM moves to q8, and the page names the
+    operator."""
+    copy = tmp_path / "web"
+    shutil.copytree(site, copy)
+    models = json.loads((copy / "models.json").read_text())
+    models["variants"][0]["not_on_wasm"]["q4"] = ["GatherBlockQuantized"]
+    (copy / "models.json").write_text(json.dumps(models))
+    with serving(copy) as origin:
+        result = drive(f"{origin}/?backend=wasm&dtype=q4", ARTIFACTS / "browser-op-not-on-wasm.png",
+                       "--max-new-tokens", "2")
+    assert result.get("failure") is None and result["error"] is None, result
+    state = result["matslice"]
+    assert state["lastRun"]["dtype"] == "q8", state["backendReason"]
+    assert "q4 needs WebGPU (GatherBlockQuantized has no WASM kernel), so q8 is used" in state["backendReason"]
+
+
+class NotIsolatedHandler(IsolatedHandler):
+    """The static server without the COOP/COEP headers: what a plain static host sends."""
+
+    def end_headers(self) -> None:
+        SimpleHTTPRequestHandler.end_headers(self)
+
+
+def test_without_cross_origin_isolation_wasm_runs_single_threaded_and_says_so(site: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(NotIsolatedHandler, directory=str(site)))
+    server.quiet = True  # type: ignore[attr-defined]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = drive(f"http://127.0.0.1:{server.server_address[1]}/?backend=wasm", ARTIFACTS / "browser-single.png",
+                       "--prompt", PROMPT, "--max-new-tokens", "8")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert result.get("failure") is None and result["error"] is None, result
+    assert "Not cross-origin isolated: WASM runs single-threaded" in result["isolation"], result["isolation"]
+    state = result["matslice"]
+    assert state["runtime"]["threads"] == 1 and state["ready"], state["runtime"]
+    run = state["lastRun"]
+    assert run["newIds"] == python_greedy(site / default_variant(site)["path"], run["dtype"], run["promptIds"], 8)
+
+
+@pytest.fixture(scope="module")
+def vocab_site() -> Path:
+    """The default model's E2B-like slice with its vocabulary cut to 1,024 text ids of its own training text."""
+    from standins.corpus import load_corpus
+
+    corpus = folder("test-sites") / "vocab-corpus.txt"
+    text = "\n".join(load_corpus().train[:2000]) + "\n"
+    if not corpus.is_file() or corpus.read_text() != text:
+        corpus.parent.mkdir(parents=True, exist_ok=True)
+        corpus.write_text(text)
+    return build_site("vocab", "--no-parent", "--vocab-corpus", str(corpus), "--vocab-size", "1024")
+
+
+def test_vocabulary_cut_bundle_matches_onnxruntime(vocab_site: Path) -> None:
+    """A vocabulary-cut bundle in the page: its card says what was kept, transformers.js tokenizes the chat prompt
+    as Python's tokenizer does from the same files, and the greedy ids equal onnxruntime-Python's."""
+    variant = default_variant(vocab_site)
+    vocab = variant["slice"]["vocab"]
+    assert vocab["kept_text_ids"] <= 1024 < vocab["parent_text_ids"], vocab
+    with serving(vocab_site) as origin:
+        result = drive(f"{origin}/?backend=wasm&dtype=q4", ARTIFACTS / "browser-vocab-cut.png", "--prompt", PROMPT,
+                       "--max-new-tokens", str(MAX_NEW_TOKENS))
+    assert result.get("failure") is None and result["error"] is None, result
+    line = f"vocabulary{vocab['kept_text_ids']:,} of {vocab['parent_text_ids']:,} tokens, from: vocab-corpus.txt"
+    assert line in result["variants"], result["variants"]
+    run = result["matslice"]["lastRun"]
+    bundle = vocab_site / variant["path"]
+    assert run["promptIds"] == chat_prompt_ids(bundle)
+    assert run["newIds"] == python_greedy(bundle, "q4", run["promptIds"], MAX_NEW_TOKENS)
 
 
 @pytest.fixture(scope="module")
