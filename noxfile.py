@@ -96,5 +96,5 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """Speed, memory and size benchmarks; results land in build/bench/."""
+    """Speed, memory and size benchmarks; figures land in benchmarks/results.json (`-- --report`: into README)."""
     _matslice(session, "bench")

@@ -58,7 +58,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    bench = commands.add_parser("bench", help="speed, memory and size benchmarks; results in build/bench/")
+    bench = commands.add_parser("bench", help="speed, memory and size benchmarks; figures in benchmarks/results.json")
     bench.add_argument("--work", help="where synthetic checkpoints and bundles go (default: bench/ in the user cache)")
     bench.add_argument("--only", default=",".join(ALL), help=f"comma-separated, from {', '.join(ALL)}")
     bench.add_argument("--vocab-divisor", type=int, default=4,
