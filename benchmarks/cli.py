@@ -24,14 +24,20 @@ ALL = tuple(REGISTRY)
 EXPORT_PRESETS = ("E0.40B-text", "E2B")
 
 
-def _run(wanted: set[str], ctx: Context) -> tuple[dict, dict]:
-    """The wanted benchmarks in registry order: their flat figures and details."""
+def _run(wanted: set[str], ctx: Context, stamp: dict) -> tuple[dict, dict]:
+    """The wanted benchmarks in registry order, each one's figures recorded as soon as it finishes (a later one
+    failing loses nothing measured before it); their figures and details."""
     figures: dict[str, object] = {}
     details: dict[str, object] = {}
+    kept = OUT / "details.json"
+    OUT.mkdir(parents=True, exist_ok=True)
     for name, bench in REGISTRY.items():
         if name in wanted:
             found, details[name] = bench(ctx)
             figures |= found
+            results.record(found, stamp)
+            previous = json.loads(kept.read_text()) if kept.exists() else {}
+            kept.write_text(json.dumps(previous | {name: details[name]}, indent=2, default=str) + "\n")
     return figures, details
 
 
@@ -46,13 +52,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     work = Path(args.work) if args.work else folder("bench")
     work.mkdir(parents=True, exist_ok=True)
     presets = tuple(p.strip() for p in args.export_presets.split(",") if p.strip())
-    stamp = results.run_stamp()
-    figures, details = _run(wanted, Context(work, args.vocab_divisor, presets))
-    OUT.mkdir(parents=True, exist_ok=True)
-    kept = OUT / "details.json"
-    previous = json.loads(kept.read_text()) if kept.exists() else {}
-    kept.write_text(json.dumps(previous | details, indent=2, default=str) + "\n")
-    recorded = results.record(figures, stamp)
+    figures, _ = _run(wanted, Context(work, args.vocab_divisor, presets), results.run_stamp())
+    recorded = results.load()
     print(results.table({key: recorded[key] for key in figures}))
     print(f"recorded {len(figures)} figures in {results.RESULTS} (matslice bench --report puts them in README.md)")
 

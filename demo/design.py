@@ -335,12 +335,17 @@ def check(parent: Parent, design: Design) -> Checked:
     return Checked(design, spec, make_plan(config, spec, vocab), dtypes)
 
 
-def evaluate(parent: Parent, design: Design, out: Path = Path("designs")) -> tuple[dict[str, Any], Checked | None]:
-    """Everything the Design tab shows for `design`, JSON-ready (valid or the reason, plan, predictions, the
-    commands that build it into out/<name>), and the checked design (None when invalid).
+def evaluate(parent: Parent, design: Design, out: Path = Path("designs")) -> dict[str, Any]:
+    """Everything the Design tab shows for `design`, JSON-ready: valid or the reason, plan, predictions, and the
+    commands that build it into out/<name>.
 
     `plan` is exactly what `matslice plan PARENT <options> --json` prints for the same slice.
     """
+    return assess(parent, design, out)[0]
+
+
+def assess(parent: Parent, design: Design, out: Path) -> tuple[dict[str, Any], Checked | None]:
+    """`evaluate`'s answer and the checked design it came from (None when invalid), worked out once."""
     try:
         checked = check(parent, design)
         plan = checked.plan
@@ -447,7 +452,7 @@ class Designer:
         return starting_points(self.parent, self.slices, self.front)
 
     def evaluate(self, design: Design) -> dict[str, Any]:
-        return evaluate(self.parent, design, self.root)[0]
+        return evaluate(self.parent, design, self.root)
 
     def build(self, design: Design, taken: Sequence[str], progress: Callable[[float, str], None] | None = None
               ) -> tuple[Path, dict[str, Any], Checked]:
@@ -461,7 +466,7 @@ class Designer:
                             "starting with a letter or digit")
         if design.name in taken:
             raise UserError(f"a variant named {design.name!r} is already served: choose another name")
-        result, checked = evaluate(self.parent, design, self.root)
+        result, checked = assess(self.parent, design, self.root)
         if checked is None:
             raise UserError(result["message"])
         if not self._lock.acquire(blocking=False):

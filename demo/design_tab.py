@@ -133,7 +133,7 @@ class DesignTab:
         for event, handler, inputs, outputs in setters:
             event(handler, inputs, outputs, **QUIET).then(self.show, self.inputs, self.outputs, **QUIET)
         self.build_button.click(self.building, self.name, self.built, **QUIET).then(
-            self.build, self.inputs, [self.built, self.picked, self.plot, self.start, self.shell],
+            self.on_build, self.inputs, [self.built, self.picked, self.plot, self.start, self.shell],
             api_visibility="private", show_progress_on=self.built, concurrency_id="build", concurrency_limit=1)
 
     # --- Handlers -------------------------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class DesignTab:
     def building(self, label: str) -> str:
         return f"Building {label.strip() or '(no name)'} ..."
 
-    def build(self, values: dict[gr.components.Component, Any],
+    def on_build(self, values: dict[gr.components.Component, Any],
               progress: gr.Progress = gr.Progress()) -> dict[gr.components.Component, Any]:  # noqa: B008 (Gradio's idiom)
         """Build the design into the served variants; a refusal or a failure is a message, and the app serves on."""
         try:

@@ -96,6 +96,9 @@ try {
         result.designNumbers = await page.textContent('#design-numbers');
         await page.fill('#design-name input, #design-name textarea', values.build);
         await page.click('#design-build');
+        // The status box still holds the refused build's "Not built" until this build starts
+        await page.waitForFunction(() => /Building/.test(document.querySelector('#build-status')?.textContent ?? ''),
+            null, { timeout });
         // What the page shows while it builds: Gradio's progress (stage and fraction) over the status box.
         result.progress = [];
         const finished = (name) => {
