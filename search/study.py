@@ -129,6 +129,7 @@ def run_search(request: Request) -> dict[str, Any]:
     pool = open_pool(Setup(str(request.model), windows, request.device, request.threads), request.workers,
                      request.ray)
     seen, sizes = _Seen(), {}
+    driver = worker_identity()  # while the pool is open: a Ray driver has its node id only until it shuts Ray down
     try:
         load_seconds = pool.load_seconds
         measure_started = time.perf_counter()
@@ -182,6 +183,6 @@ def run_search(request: Request) -> dict[str, Any]:
         "seconds_per_trial": sum(c.seconds for c in seen.measured.values()) / max(measured, 1),
         "trials_per_minute": 60 * request.trials / measure_seconds if measure_seconds else None,
         "front": front_entries(front, str(request.model), request.dtype),
-        "driver": worker_identity(),
+        "driver": driver,
         "measured_by": measured_by,
     }

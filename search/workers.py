@@ -106,7 +106,10 @@ class RayActors:
             else:
                 ray.init(address=address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise UserError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}") from None
+            raise UserError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]} (with token "
+                            "authentication, Ray's default, this machine needs the head's token in ~/.ray/auth_token "
+                            "or $RAY_AUTH_TOKEN; on a trusted network start head and clients with "
+                            "RAY_AUTH_MODE=disabled)") from None
         self._ray = ray
         cpus = int(ray.cluster_resources().get("CPU", 1))
         self.workers = workers or max(1, cpus // setup.threads)

@@ -29,9 +29,11 @@ ENV = os.environ | {"PYTHONPATH": str(ROOT)}
 OPTIONS = {"block_size": 32, "symmetric": True, "max_file_bytes": 1_500_000_000, "max_tensor_bytes": 256 << 20}
 
 
-def _search(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def _search(*args: str, cwd: Path = ROOT, home: Path | None = None) -> subprocess.CompletedProcess:
+    """`matslice search ...`; `home`: Ray's state (its auth token, ~/.ray) there instead of the user's home."""
+    env = ENV if home is None else ENV | {"HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "matslice", "search", *args], capture_output=True, text=True,
-                          cwd=cwd, env=ENV, timeout=600)
+                          cwd=cwd, env=env, timeout=600)
 
 
 def _error(done: subprocess.CompletedProcess) -> str:
@@ -69,7 +71,14 @@ def test_the_search_chooses_layers_and_widths_itself(tiny_multimodal: Path) -> N
 
 
 @pytest.fixture(scope="module")
-def ray_head() -> Iterator[str]:
+def ray_home(tmp_path_factory) -> Path:
+    """A home folder for the Ray processes of these tests: Ray keeps its auth token in ~/.ray, and a token left
+    there by one run (`--ray local` writes one) must neither break another nor stay in the user's home."""
+    return tmp_path_factory.mktemp("ray-home")
+
+
+@pytest.fixture(scope="module")
+def ray_head(ray_home: Path) -> Iterator[str]:
     """A one-CPU Ray head on a free port, in its own process group so that only it is stopped afterwards."""
     pytest.importorskip("ray")
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
@@ -78,7 +87,8 @@ def ray_head() -> Iterator[str]:
     port, temp = free_port(), tempfile.mkdtemp(prefix="ray-")
     head = subprocess.Popen([ray, "start", "--head", "--block", f"--port={port}", "--num-cpus=1",
                              "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
-                            env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=ENV | {"HOME": str(ray_home)}, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and head.poll() is None:
@@ -110,10 +120,11 @@ def assert_measured_in_ray_workers(result: dict) -> set[str]:
     return {where["ray_node"] for where in result["measured_by"]}
 
 
-def test_a_ray_cluster_measures_the_same_front(tiny_multimodal: Path, ray_head: str, tmp_path: Path) -> None:
+def test_a_ray_cluster_measures_the_same_front(tiny_multimodal: Path, ray_head: str, ray_home: Path,
+                                               tmp_path: Path) -> None:
     front_file = tmp_path / "front.json"
     done = _search(str(tiny_multimodal), "--budget-bytes", "65.3MB", "--trials", "8", "--batch", "4", "--seed", "1",
-                   "--ray", ray_head, "--save", str(front_file), "--json")
+                   "--ray", ray_head, "--save", str(front_file), "--json", home=ray_home)
     assert done.returncode == 0, done.stderr[-3000:]
     remote = json.loads(done.stdout)
     assert assert_measured_in_ray_workers(remote) == {remote["driver"]["ray_node"]}  # the head is the one node
@@ -128,18 +139,19 @@ def test_a_ray_cluster_measures_the_same_front(tiny_multimodal: Path, ray_head: 
     assert SliceSpec.from_json(saved[0]) == SliceSpec(tuple(saved[0]["layers_to_skip"]), tuple(saved[0]["ffn_dims"]))
 
 
-def test_ray_local_measures_in_ray_workers(tiny_multimodal: Path) -> None:
+def test_ray_local_measures_in_ray_workers(tiny_multimodal: Path, tmp_path: Path) -> None:
     """`--ray local` starts Ray in the search's own process; the measuring still happens in its actors."""
     pytest.importorskip("ray")
     done = _search(str(tiny_multimodal), "--budget-bytes", "65.3MB", "--trials", "4", "--batch", "4", "--seed", "1",
-                   "--ray", "local", "--json")
+                   "--ray", "local", "--json", home=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert len(assert_measured_in_ray_workers(result)) == 1 and result["hardware"]["workers"] == 1
 
 
 def test_in_process_measures_in_the_driver(tiny_multimodal: Path) -> None:
-    result = run_search(Request(tiny_multimodal, 65_300_000, "q4", OPTIONS, trials=2, batch=2, seed=1))
+    result = run_search(Request(tiny_multimodal, 10**9, "q4", OPTIONS, trials=2, batch=2, seed=1))
+    assert result["measured"] == len(result["measured_by"]) == 2
     assert {where["pid"] for where in result["measured_by"]} == {os.getpid()} == {result["driver"]["pid"]}
     assert all(where["ray_node"] is None for where in result["measured_by"])
 
