@@ -16,31 +16,46 @@ from pathlib import Path
 def timed(command: list[str], rss_limit: int | None = None) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes) of one child process, measured on that process alone.
 
+    The peak is the child's own high-water mark (VmHWM) once it runs `command`, sampled until it exits: not the
+    kernel's ru_maxrss, which also counts the moment between fork and exec when the child is a copy of this
+    process (a benchmark that has just written a multi-GB synthetic checkpoint would lend it its memory).
     With `rss_limit`, the child is killed once its resident memory passes it (rather than letting the
     kernel's OOM killer pick a victim on a shared machine), and CalledProcessError is raised.
     """
     os.sync()  # start clean: no run may pay for the previous run's dirty pages
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if rss_limit is not None:
-        threading.Thread(target=watch_rss, args=(process, rss_limit), daemon=True).start()
-    _, status, usage = os.wait4(process.pid, 0)
+    peak = [0]
+    watcher = threading.Thread(target=watch_rss, args=(process, peak, rss_limit), daemon=True)
+    watcher.start()
+    _, status, _ = os.wait4(process.pid, 0)
     seconds = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
+    watcher.join()
     if process.returncode:
         raise subprocess.CalledProcessError(process.returncode, command)
-    return seconds, usage.ru_maxrss * 1024
+    return seconds, peak[0]
 
 
-def watch_rss(process: subprocess.Popen, limit: int) -> None:
-    status = Path(f"/proc/{process.pid}/status")
-    while process.poll() is None:
+def _status(pid: int, field: str) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith(field + ":"))
+
+
+def watch_rss(process: subprocess.Popen, peak: list[int], limit: int | None) -> None:
+    """Every 20 ms until `process` ends: once it has exec'd `command` (its cmdline is no longer this process's),
+    its VmHWM into `peak[0]`; kill it if its resident memory passes `limit`."""
+    cmdline = Path(f"/proc/{process.pid}/cmdline")
+    forked = Path("/proc/self/cmdline").read_bytes()
+    running = False
+    while True:
         try:
-            rss = next(int(line.split()[1]) * 1024 for line in status.read_text().splitlines()
-                       if line.startswith("VmRSS:"))
-        except (OSError, StopIteration):
-            return
-        if rss > limit:
-            process.kill()
-            return
-        time.sleep(0.2)
+            running = running or cmdline.read_bytes() not in (forked, b"")
+            if running:
+                peak[0] = max(peak[0], _status(process.pid, "VmHWM"))
+                if limit is not None and _status(process.pid, "VmRSS") > limit:
+                    process.kill()
+                    return
+        except (OSError, StopIteration, ValueError):
+            return  # ended (a zombie has no memory lines): the last sample stands
+        time.sleep(0.02)

@@ -24,6 +24,7 @@ from transformers import DynamicCache
 
 from evaluation.metrics import divergence
 from gemma3n.dtypes import DTYPES
+from gemma3n.modalities import ENCODER_SESSIONS
 from web_export.checkpoint import Gemma3nParts, load_parts
 from web_export.encoders import AudioEncoderSession, VisionEncoderSession
 from web_export.export import ONNX_SUBDIR
@@ -102,13 +103,15 @@ def check_parity(model_dir: Path, out_dir: Path, dtype: str = "fp32", steps: int
                  modalities: set[str] | None = None) -> ParityReport:
     """Compare `out_dir/onnx/<session><suffix>.onnx` of `dtype` with the checkpoint on a fixed prompt and
     `steps` cached decode steps (None: past the sliding window). `modalities` picks which encoders feed the
-    prompt (None: all the checkpoint has)."""
+    prompt (None: those the bundle has: a text-only export of a multimodal checkpoint is checked on text)."""
     parts = load_parts(Path(model_dir))
-    inputs = fixed_inputs(parts, modalities)
     onnx_dir = Path(out_dir) / ONNX_SUBDIR
     runner = BundleRuntime.from_folder(onnx_dir, DTYPES[dtype].suffix,
                                        image_token_id=getattr(parts.config, "image_token_id", None),
                                        audio_token_id=getattr(parts.config, "audio_token_id", None))
+    if modalities is None:
+        modalities = {m for m, session in ENCODER_SESSIONS.items() if session in runner.sessions}
+    inputs = fixed_inputs(parts, modalities)
     if "dequantized" in TOLERANCES[dtype].reference:
         from evaluation.dequantized import load_dequantized
 
