@@ -46,12 +46,16 @@ class Tolerance:
     min_top1: float | None = None
 
 
+# The lossy limits sit about 10x above the largest mean KL measured (one-off, 2026-12-07, `matslice verify` on the
+# tiny multimodal bundle of tests/evaluation/test_verify.py and on the trained nano model's text bundles):
+# fp16 1.3e-5 (tiny; nano 3.7e-7), q4f16 1.3e-5 (tiny; nano 7.6e-7), q8 1.28e-3 (nano, top-1 0.95; tiny 7.7e-5,
+# top-1 0.889). A trained model's sharper distributions move more under q8's activation rounding than random ones.
 TOLERANCES = {
     "fp32": Tolerance("pytorch fp32", max_logits_diff=1e-4),
     "q4": Tolerance("pytorch, the bundle's dequantized weights", max_logits_diff=1e-4),
-    "fp16": Tolerance("pytorch fp32", max_kl=2e-3, min_top1=0.9),
-    "q4f16": Tolerance("pytorch, the bundle's dequantized weights", max_kl=2e-3, min_top1=0.9),
-    "q8": Tolerance("pytorch fp32", max_kl=5e-2, min_top1=0.75),
+    "fp16": Tolerance("pytorch fp32", max_kl=1.5e-4, min_top1=0.9),
+    "q4f16": Tolerance("pytorch, the bundle's dequantized weights", max_kl=1.5e-4, min_top1=0.9),
+    "q8": Tolerance("pytorch fp32", max_kl=1.5e-2, min_top1=0.75),
 }
 
 
