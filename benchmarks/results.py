@@ -34,15 +34,16 @@ def machine() -> str:
 
 
 def run_stamp() -> dict[str, Any]:
-    """The run about to measure: the commit checked out (`-dirty` with uncommitted changes), the UTC time, the
-    machine and its load average (other work sharing the machine slows every timing)."""
+    """The run about to measure: the commit checked out (`-dirty` with uncommitted changes to the code), the UTC
+    time, the machine and its load average (other work sharing the machine slows every timing)."""
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=SOURCE, capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "--short=10", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no"):
-        commit += "-dirty"
+    figures = (":!README.md", f":!{RESULTS.relative_to(SOURCE)}")
+    if git("status", "--porcelain", "--untracked-files=no", "--", ".", *figures):
+        commit += "-dirty"  # the code differs from the commit (the figures and the README they go to do not count)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return {"commit": commit, "date": now, "machine": machine(), "load": [round(x, 2) for x in os.getloadavg()]}
 
@@ -75,7 +76,7 @@ def shown(key: str, value: Any) -> str:
     if isinstance(value, int) and key.endswith("bytes"):
         return f"{value:,} ({value / 1e6:,.1f} MB)" if value >= 1e6 else f"{value:,}"
     if isinstance(value, float):
-        return f"{value:,.4g}"
+        return f"{value:,.5g}"
     return f"{value:,}" if isinstance(value, int) else str(value)
 
 

@@ -95,14 +95,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def demo_server(args: list[str], log: Path, timeout: float = 120) -> Iterator[tuple[str, object]]:
-    """`matslice demo --port P args...` in a subprocess; yields (url, gradio_client.Client) once it answers,
-    and stops the server on exit. Fails the test with the server's log if it exits or stays silent."""
+def demo_server(args: list[str], log: Path, timeout: float = 120,
+                env: dict[str, str] | None = None) -> Iterator[tuple[str, object]]:
+    """`matslice demo --port P args...` in a subprocess (with `env` added to its environment); yields (url,
+    gradio_client.Client) once it answers, and stops the server on exit. Fails the test with the server's log if
+    it exits or stays silent."""
     import gradio_client
 
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1",
+           **(env or {})}
     with open(log, "w") as out:
         server = subprocess.Popen([*MATSLICE, "demo", "--port", str(port), *args], cwd=ROOT, env=env, stdout=out,
                                   stderr=subprocess.STDOUT)

@@ -130,10 +130,13 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(registry: Registry, nano: Path, cache: Path, tmp_path_factory):
-    """`python -m matslice demo --design-parent NANO --cache TMP <bundles>`; yields (url, client)."""
+    """`python -m matslice demo --design-parent NANO --cache TMP <bundles>`; yields (url, client). Its builds go to a
+    user cache of their own (MATSLICE_CACHE), so each really slices and exports, whatever this machine built before:
+    building is what these tests are about."""
     log = tmp_path_factory.mktemp("design") / "server.log"
     with demo_server(["--design-parent", str(nano), "--cache", str(cache),
-                      *(str(v.folder) for v in registry.variants.values())], log) as served:
+                      *(str(v.folder) for v in registry.variants.values())], log,
+                     env={"MATSLICE_CACHE": str(cache / "user-cache")}) as served:
         yield served
 
 
@@ -328,7 +331,8 @@ def test_a_build_failing_half_way_leaves_no_variant_and_says_why(registry: Regis
     shutil.copytree(nano, parent)
     cache = tmp_path / "cache"
     with demo_server(["--design-parent", str(parent), "--cache", str(cache),
-                      *(str(v.folder) for v in registry.variants.values())], tmp_path / "server.log") as (url, client):
+                      *(str(v.folder) for v in registry.variants.values())], tmp_path / "server.log",
+                     env={"MATSLICE_CACHE": str(tmp_path / "user-cache")}) as (url, client):
         assert client.predict({"modalities": ["text"]}, api_name="/design")["valid"]  # read the parent's headers
         for weights in parent.glob("*.safetensors"):
             weights.unlink()
