@@ -24,21 +24,20 @@ ALL = tuple(REGISTRY)
 EXPORT_PRESETS = ("E0.40B-text", "E2B")
 
 
-def _run(wanted: set[str], ctx: Context, stamp: dict) -> tuple[dict, dict]:
-    """The wanted benchmarks in registry order, each one's figures recorded as soon as it finishes (a later one
-    failing loses nothing measured before it); their figures and details."""
-    figures: dict[str, object] = {}
-    details: dict[str, object] = {}
+def _run(wanted: set[str], ctx: Context, stamp: dict) -> list[str]:
+    """The wanted benchmarks in registry order, each one's figures (and details) recorded as soon as it finishes,
+    so a later one failing loses nothing measured before it; the keys recorded."""
+    keys: list[str] = []
     kept = OUT / "details.json"
     OUT.mkdir(parents=True, exist_ok=True)
     for name, bench in REGISTRY.items():
         if name in wanted:
-            found, details[name] = bench(ctx)
-            figures |= found
+            found, details = bench(ctx)
+            keys += found
             results.record(found, stamp)
             previous = json.loads(kept.read_text()) if kept.exists() else {}
-            kept.write_text(json.dumps(previous | {name: details[name]}, indent=2, default=str) + "\n")
-    return figures, details
+            kept.write_text(json.dumps(previous | {name: details}, indent=2, default=str) + "\n")
+    return keys
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
@@ -52,10 +51,10 @@ def cmd_bench(args: argparse.Namespace) -> None:
     work = Path(args.work) if args.work else folder("bench")
     work.mkdir(parents=True, exist_ok=True)
     presets = tuple(p.strip() for p in args.export_presets.split(",") if p.strip())
-    figures, _ = _run(wanted, Context(work, args.vocab_divisor, presets), results.run_stamp())
+    keys = _run(wanted, Context(work, args.vocab_divisor, presets), results.run_stamp())
     recorded = results.load()
-    print(results.table({key: recorded[key] for key in figures}))
-    print(f"recorded {len(figures)} figures in {results.RESULTS} (matslice bench --report puts them in README.md)")
+    print(results.table({key: recorded[key] for key in keys}))
+    print(f"recorded {len(keys)} figures in {results.RESULTS} (matslice bench --report puts them in README.md)")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
