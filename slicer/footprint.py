@@ -21,6 +21,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from gemma3n import rows
 from gemma3n.config import ModelConfig, TextConfig
 from gemma3n.dtypes import DTYPES
 from gemma3n.errors import UserError
@@ -65,6 +66,7 @@ class SessionBytes:
     graph_bytes: int  # estimated: the rest of the .onnx file
     largest_tensor: tuple[str, int]  # exact
     data_files: int = 0  # external data chunks (their count depends on the graph's tensor order only at the edges)
+    rows_bytes: int = 0  # streamed embeddings: the row file, of which `bytes` counts what a page reads before any row
 
 
 # --- What each session reads --------------------------------------------------------------------------------------
@@ -197,12 +199,16 @@ def bundle_footprint(
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES,
     max_tensor_bytes: int | None = MAX_TENSOR_BYTES,
     vision_tensors: Shapes | None = None,
+    embeddings: str = "bundled",
 ) -> dict[str, dict[str, SessionBytes]]:
     """{session: {dtype: SessionBytes}} of the bundle `matslice export` would write with these options."""
     footprint: dict[str, dict[str, SessionBytes]] = {}
     for session in bundle_sessions(config, modalities):
         footprint[session] = {}
         for dtype in dtypes:
+            if embeddings == "streamed" and session == TEXT_SESSIONS[0]:
+                footprint[session][dtype] = streamed_embeddings(config, dtype, block_size)
+                continue
             layouts = weight_layouts(config, session, dtype, block_size=block_size, symmetric=symmetric,
                                      max_file_bytes=max_file_bytes, max_tensor_bytes=max_tensor_bytes,
                                      vision_tensors=vision_tensors)
@@ -211,6 +217,22 @@ def bundle_footprint(
             footprint[session][dtype] = SessionBytes(session, dtype, data + graph, data, graph, largest(parts),
                                                      data_files(parts, max_file_bytes))
     return footprint
+
+
+def row_layout(config: ModelConfig, dtype: str, block_size: int = 32) -> rows.Header:
+    """The row file streamed embeddings write for `config` at `dtype` (gemma3n/rows.py)."""
+    text = config.text
+    return rows.layout(dtype, text.vocab_size, text.vocab_size_per_layer_input, text.hidden_size,
+                       text.num_hidden_layers, text.hidden_size_per_layer_input,
+                       config.vision.vocab_offset if config.multimodal else None, block_size=block_size)
+
+
+def streamed_embeddings(config: ModelConfig, dtype: str, block_size: int) -> SessionBytes:
+    """The embed_tokens session of a streamed bundle: a stand-in graph and the row file, of which a page reads the
+    header and index when it loads and then the blocks of the ids it meets."""
+    header = row_layout(config, dtype, block_size)
+    return SessionBytes(TEXT_SESSIONS[0], dtype, rows.STAND_IN_BYTES + header.index_end, header.index_end,
+                        rows.STAND_IN_BYTES, ("(rows streamed)", 0), 0, rows.file_bytes(header))
 
 
 # --- The graph's own bytes (estimated) ----------------------------------------------------------------------------
@@ -300,13 +322,18 @@ def runtime_memory(config: ModelConfig, dtype: str, context: int, *, sessions: S
                    **options: Any) -> dict[str, int]:
     """Memory to run `sessions` at `dtype` with `context` tokens, batch 1: {weights, kv_cache, kv_cache_windowed,
     activations, total}. Weights are the sessions' initializers as loaded (their data bytes: a browser fetches
-    every data file into memory); `options` are `bundle_footprint`'s. `kv_cache_windowed` (see `kv_cache_bytes`) is
-    not in the total. Against native onnxruntime (benchmarks/memory.py) the total is 1.98x the measured peak at 512
-    tokens and 0.98x at 2048 on E0.40B-text q4: that runtime maps the data files and keeps only the touched pages
-    of the embedding tables resident, and its CPU arena holds 2.5-3x the activations estimated here."""
+    every data file into memory; streamed embeddings hold the row file's index and the rows met, a few KB each);
+    `options` are `bundle_footprint`'s. `kv_cache_windowed` (see `kv_cache_bytes`) is not in the total. Against
+    native onnxruntime (benchmarks/memory.py) the total is 1.98x the measured peak at 512 tokens and 0.98x at 2048
+    on E0.40B-text q4: that runtime maps the data files and keeps only the touched pages of the embedding tables
+    resident, and its CPU arena holds 2.5-3x the activations estimated here."""
     if context < 1:
         raise UserError(f"--context {context}: give a number of tokens of at least 1")
-    weights = sum(data_bytes(session_parts(config, session, dtype, **options)) for session in sessions)
+    streamed = options.pop("embeddings", "bundled") == "streamed"
+    weights = sum(row_layout(config, dtype, options.get("block_size", 32)).index_end
+                  if streamed and session == TEXT_SESSIONS[0] else data_bytes(session_parts(config, session, dtype,
+                                                                                            **options))
+                  for session in sessions)
     kv_cache = kv_cache_bytes(config, context)
     activations = activation_bytes(config, dtype, context)
     return {"weights": weights, "kv_cache": kv_cache, "kv_cache_windowed": kv_cache_bytes(config, context,

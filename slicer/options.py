@@ -13,6 +13,7 @@ from typing import Any
 from gemma3n.config import ModelConfig
 from gemma3n.dtypes import DTYPES, parse_dtypes
 from gemma3n.errors import UserError
+from gemma3n.rows import EMBEDDINGS, check_streamable
 from gemma3n.units import parse_size
 from slicer.plan import SlicePlan, SliceSpec, make_plan
 from slicer.presets import get_preset, parse_int, parse_int_list
@@ -106,6 +107,9 @@ def add_bundle_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-tensor-bytes", default="256MiB",
                        help="split any weight or table above this, so every tensor fits a phone's WebGPU storage "
                             "binding (default 256MiB)")
+    group.add_argument("--embeddings", choices=EMBEDDINGS, default="bundled",
+                       help="bundled: the embedding tables in the embed_tokens session (any runtime); streamed: a row "
+                            "file site/matslice.js reads by HTTP Range, a few rows a prompt (q4, q8, fp32)")
 
 
 def bundle_options(args: argparse.Namespace) -> tuple[tuple[str, ...], dict[str, Any]]:
@@ -118,5 +122,9 @@ def bundle_options(args: argparse.Namespace) -> tuple[tuple[str, ...], dict[str,
     if not 0 < max_tensor_bytes <= max_file_bytes:
         raise UserError(f"--max-tensor-bytes {max_tensor_bytes:,} must be above 0 and at most --max-file-size "
                         f"({max_file_bytes:,} bytes): a tensor cannot span two data files")
+    embeddings = getattr(args, "embeddings", "bundled")
+    if embeddings == "streamed":
+        for dtype in dtypes:
+            check_streamable(dtype)
     return dtypes, {"block_size": args.block_size, "symmetric": not args.asymmetric,
-                    "max_file_bytes": max_file_bytes, "max_tensor_bytes": max_tensor_bytes}
+                    "max_file_bytes": max_file_bytes, "max_tensor_bytes": max_tensor_bytes, "embeddings": embeddings}

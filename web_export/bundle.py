@@ -26,10 +26,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from gemma3n.bundle_files import OPTIONAL_FILES, REQUIRED_FILES, bundle_config, json_text
-from gemma3n.config import parse_config
+from gemma3n.config import ModelConfig, parse_config
+from gemma3n.dtypes import DTYPES
 from gemma3n.errors import UserError
 from gemma3n.folders import atomic_folder, copy_side_files
+from gemma3n.modalities import TEXT_SESSIONS
 from gemma3n.progress import Progress, steps, within
 from slicer.plan import count_params
 from web_export.export import ONNX_SUBDIR, trace_sessions
@@ -40,6 +44,8 @@ MANIFEST_FORMAT = 2  # 2: per-piece sha256 (`piece_bytes`, each file's `pieces`)
 # A page checks each file a piece at a time as it streams in, and a Range request by widening it to whole pieces,
 # so no byte reaches the model unchecked: a piece is what it buffers before hashing (WebCrypto hashes whole buffers).
 PIECE_BYTES = 16 << 20
+EMBED_SESSION = TEXT_SESSIONS[0]
+NOT_ON_WASM = {"GatherBlockQuantized"}  # contrib ops onnxruntime-web's WASM build lacks
 TRACING_SHARE = 0.85  # roughly tracing's share of an export's time, for progress reports only
 
 
@@ -51,6 +57,7 @@ def write_bundle(
     *,
     graphs: list[SessionGraph] | None = None,
     progress: Progress | None = None,
+    embeddings: str = "bundled",
     **quantize_options: Any,
 ) -> Path:
     """Export, quantize and lay out `model_dir` as a transformers.js bundle at `out`; returns `out`.
@@ -59,7 +66,9 @@ def write_bundle(
     `from_pretrained(..., { dtype })`. `quantize_options` go to `web_export.quantize.quantize` (block_size,
     symmetric, max_file_bytes, max_tensor_bytes). `graphs`: the sessions `trace_sessions(model_dir, modalities)`
     returned, when they are traced already (several bundles of one checkpoint from one trace, the slow part).
-    `progress` hears the fraction done and the session running (tracing takes most of the time).
+    `progress` hears the fraction done and the session running (tracing takes most of the time). `embeddings`:
+    "streamed" replaces each dtype's embed_tokens session by a row file (`web_export.rows`) that MatSlice's loader
+    (site/matslice.js) reads by HTTP Range, leaving a stand-in graph that names it.
     """
     model_dir, out = Path(model_dir), Path(out)
     missing = [name for name in REQUIRED_FILES if not (model_dir / name).is_file()]
@@ -71,6 +80,9 @@ def write_bundle(
         sessions = build_sessions(model_dir, staging / ONNX_SUBDIR, dtypes, modalities, quantize_options, graphs,
                                   progress)
         source_config = read_json(model_dir / "config.json")
+        if embeddings == "streamed":
+            stream_embeddings(staging / ONNX_SUBDIR, sessions, parse_config(source_config, "config.json"),
+                              quantize_options.get("block_size", 32))
         write_json(staging / "config.json", bundle_config(source_config, sessions, dtypes))
         write_json(staging / "manifest.json", manifest(staging, source_config, sessions, dtypes))
     return out
@@ -110,6 +122,27 @@ def write_session(graph: SessionGraph, dtype: str, onnx_dir: Path, options: dict
     }
 
 
+def stream_embeddings(onnx_dir: Path, sessions: dict[str, dict[str, dict[str, Any]]], config: ModelConfig,
+                      block_size: int) -> None:
+    """Replace each dtype's embed_tokens session by its row file and a stand-in graph (`web_export.rows`); the
+    session's record then counts the stand-in and the row file's header and index (what a page fetches before any
+    row) and names the row file under `rows`."""
+    from web_export import rows
+
+    hard_start = config.vision.vocab_offset if config.multimodal else None
+    for dtype, record in sessions[EMBED_SESSION].items():
+        session_file = onnx_dir.parent / record["file"]
+        streamed = rows.write_rows(session_file, dtype, config.text, hard_start, onnx_dir / rows.rows_name(dtype),
+                                   block_size=block_size)
+        for name in (record["file"], *record["data_files"]):
+            (onnx_dir.parent / name).unlink()
+        onnx.save(rows.stand_in(config.text, dtype), session_file)
+        streamed["file"] = f"{ONNX_SUBDIR}/{streamed['file']}"
+        record.update(external_data_chunks=0, data_files=[], rows=streamed,
+                      bytes=session_file.stat().st_size + streamed["index_end"],
+                      largest_tensor={"name": "(rows streamed)", "bytes": 0})
+
+
 def manifest(
     root: Path, source: dict[str, Any], sessions: dict[str, dict[str, dict[str, Any]]], dtypes: tuple[str, ...]
 ) -> dict[str, Any]:
@@ -122,11 +155,27 @@ def manifest(
         "dtypes": list(dtypes),
         "default_dtype": dtypes[0],
         "sessions": sessions,
+        "text_sessions": [s for s in TEXT_SESSIONS if s in sessions],
+        "embeddings": "streamed" if any("rows" in r for r in sessions[EMBED_SESSION].values()) else "bundled",
+        "dtype_info": {d: dtype_info(root, sessions, d) for d in dtypes},
         "largest_tensor": largest_overall(sessions),
         "params": count_params(parse_config(source, "config.json")),
         "matslice": source.get("matslice"),
         "files": file_records(root),
     }
+
+
+def dtype_info(root: Path, sessions: dict[str, dict[str, dict[str, Any]]], dtype: str) -> dict[str, Any]:
+    """What a page decides its backend by (gemma3n/dtypes.py): whether WebGPU needs the adapter's shader-f16
+    feature, whether matrix weights are 4-bit (WASM unpacks those on every call), and the operators of this dtype's
+    graphs that onnxruntime-web's WASM build has no kernel for (none in MatSlice's own graphs; the check guards a
+    graph rewritten elsewhere)."""
+    ops = set()
+    for variants in sessions.values():
+        ops |= {node.op_type for node in onnx.load(root / variants[dtype]["file"], load_external_data=False).graph.node}
+    kind = DTYPES[dtype]
+    return {"needs_shader_f16": kind.needs_shader_f16, "int4": kind.matmul == "int4",
+            "not_on_wasm": sorted(ops & NOT_ON_WASM)}
 
 
 def largest_overall(sessions: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:

@@ -43,25 +43,28 @@ class Built:
     seconds: float
 
 
-def variant_key(parent: Path, plan: SlicePlan | None, dtypes: tuple[str, ...], encoders: set[str] | None) -> str:
-    """The cache key: parent content, slice, dtypes, encoders (None: all the child has) and code."""
+def variant_key(parent: Path, plan: SlicePlan | None, dtypes: tuple[str, ...], encoders: set[str] | None,
+                embeddings: str = "bundled") -> str:
+    """The cache key: parent content, slice, dtypes, encoders (None: all the child has), embeddings and code."""
     vocab = None if plan is None or plan.vocab is None else list(plan.vocab.text_ids)
     record = {"parent": content_key(parent), "code": code_key(*CODE), "dtypes": list(dtypes),
               "encoders": None if encoders is None else sorted(encoders),
-              "slice": None if plan is None else plan.record, "vocab_ids": vocab}
+              "slice": None if plan is None else plan.record, "vocab_ids": vocab, "embeddings": embeddings}
     return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def build_variant(parent: Path, spec: SliceSpec | SlicePlan | None, out: Path | None = None,
                   dtypes: tuple[str, ...] = ("q4",), encoders: set[str] | None = None, *,
-                  checkpoint: Path | None = None, progress: Progress | None = None) -> Built:
+                  checkpoint: Path | None = None, progress: Progress | None = None,
+                  embeddings: str = "bundled") -> Built:
     """The bundle of `parent` sliced by `spec` (None: the parent as it is), exported at `dtypes`.
 
     `spec` may be the slice's plan already made (no second vocabulary cut). `encoders`: the encoder sessions to
     export ("audio", "vision"), None for every one the child has; a text-only child has none either way. `out`:
     where to place the bundle (linked from the cache); None returns the cache entry itself. `checkpoint`: also
     keep the sliced checkpoint there (written unless it holds this key's slice already). `progress` hears the
-    fraction done and the stage.
+    fraction done and the stage. `embeddings`: "streamed" writes row files for the embedding tables
+    (web_export/rows.py).
     """
     started = time.perf_counter()
     parent = Path(parent)
@@ -69,7 +72,7 @@ def build_variant(parent: Path, spec: SliceSpec | SlicePlan | None, out: Path | 
     plan = plan_for(config, spec, parent) if isinstance(spec, SliceSpec) else spec
     child = config if plan is None else plan.child
     encoders = set(encoders) if encoders is not None and child.multimodal else None
-    key = variant_key(parent, plan, tuple(dtypes), encoders)
+    key = variant_key(parent, plan, tuple(dtypes), encoders, embeddings)
     entry = folder("variants") / key
     if checkpoint is not None and plan is not None and not _holds(Path(checkpoint), key):
         _slice(parent, plan, Path(checkpoint), within(progress, 0.0, SLICING_SHARE))
@@ -77,7 +80,7 @@ def build_variant(parent: Path, spec: SliceSpec | SlicePlan | None, out: Path | 
     exported: list[Path] = []  # whether this call built the entry: decided under the lock, not before it
 
     def export(path: Path) -> None:
-        _export(parent, plan, path, tuple(dtypes), encoders, checkpoint, progress)
+        _export(parent, plan, path, tuple(dtypes), encoders, checkpoint, progress, embeddings)
         exported.append(path)
 
     cached(entry, export, "manifest.json")
@@ -105,20 +108,21 @@ def _slice(parent: Path, plan: SlicePlan, out: Path, progress: Progress | None) 
 
 
 def _export(parent: Path, plan: SlicePlan | None, entry: Path, dtypes: tuple[str, ...], encoders: set[str] | None,
-            checkpoint: Path | None, progress: Progress | None) -> None:
+            checkpoint: Path | None, progress: Progress | None, embeddings: str) -> None:
     """Slice into a scratch folder beside the entry (unless `checkpoint` holds the slice) and export. The scratch
     folder is named as a partial of the entry, so a killed build's slice is removed by the next build of it."""
     from web_export.bundle import write_bundle
 
-    exporting = within(progress, SLICING_SHARE, 1.0)
+    options = {"dtypes": dtypes, "modalities": encoders, "progress": within(progress, SLICING_SHARE, 1.0),
+               "embeddings": embeddings}
     if plan is None:
-        write_bundle(parent, entry, dtypes=dtypes, modalities=encoders, progress=exporting)
+        write_bundle(parent, entry, **options)
     elif checkpoint is not None:
-        write_bundle(checkpoint, entry, dtypes=dtypes, modalities=encoders, progress=exporting)
+        write_bundle(checkpoint, entry, **options)
     else:
         with tempfile.TemporaryDirectory(prefix=f".{entry.name}.partial-{os.getpid()}-slice-", dir=entry.parent) as tmp:
             child = _slice(parent, plan, Path(tmp) / "child", within(progress, 0.0, SLICING_SHARE))
-            write_bundle(child, entry, dtypes=dtypes, modalities=encoders, progress=exporting)
+            write_bundle(child, entry, **options)
 
 
 def place(entry: Path, out: Path) -> None:

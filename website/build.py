@@ -30,6 +30,7 @@ from gemma3n.dtypes import DTYPES, parse_dtypes
 from gemma3n.errors import UserError
 from gemma3n.folders import check_writable
 from gemma3n.modalities import TEXT_SESSIONS
+from gemma3n.rows import check_streamable
 from slicer.options import plan_for, spec_changes
 from slicer.plan import SlicePlan, SliceSpec
 from slicer.presets import get_preset
@@ -40,9 +41,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SITE = ROOT / "site"
 DEFAULT_OUT = Path("dist/web")
 DEFAULT_DTYPES = "q4"
-# Contrib ops onnxruntime-web's WASM build lacks. Our exporter avoids them (web_export/lookup.py), but a
-# bundle made elsewhere may carry them: the page then falls back to a dtype WASM can run, and says so.
-NOT_ON_WASM = {"GatherBlockQuantized"}
 # transformers.min.js bundles onnxruntime-web's JS. The page points it at one of two WASM builds: the asyncify build
 # carries the WebGPU execution provider; the plain build runs WASM only, with less CPU per token (no asyncify
 # instrumentation). The jsep build does not work with this JS for WebGPU ("webgpuInit is not a function").
@@ -144,17 +142,6 @@ def resolve_variants(args: argparse.Namespace, model: Path, is_default: bool) ->
     return variants
 
 
-def not_on_wasm(manifest: Manifest, dtype: str) -> list[str]:
-    """Operators of this dtype's graphs that onnxruntime-web's WASM backend has no kernel for."""
-    import onnx
-
-    ops = set()
-    for session in manifest.sessions:
-        graph = onnx.load(manifest.folder / manifest.session(session, dtype)["file"], load_external_data=False).graph
-        ops |= {node.op_type for node in graph.node}
-    return sorted(ops & NOT_ON_WASM)
-
-
 def models_entry(variant: Variant, bundle: Path, key: str, out: Path) -> dict[str, Any]:
     """What the page shows before downloading: slice, parameters, bytes per dtype, sessions, modalities."""
     manifest = Manifest.load(bundle)
@@ -184,7 +171,8 @@ def models_entry(variant: Variant, bundle: Path, key: str, out: Path) -> dict[st
         "bytes": {d: {"text": manifest.download(d, text_sessions), "all": manifest.download(d)}
                   for d in manifest.dtypes},
         "largest_tensor": manifest.largest_tensor,
-        "not_on_wasm": {d: not_on_wasm(manifest, d) for d in manifest.dtypes},
+        "not_on_wasm": {d: info["not_on_wasm"] for d, info in manifest.data["dtype_info"].items()},
+        "embeddings": manifest.data["embeddings"],
         "build_key": key,
     }
 
@@ -246,6 +234,10 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
     from gemma3n.npm import check_tools, ensure_installed
 
     dtypes = parse_dtypes(args.dtype)
+    embeddings = getattr(args, "embeddings", "bundled")
+    if embeddings == "streamed":
+        for dtype in dtypes:
+            check_streamable(dtype)
     out = Path(args.out)
     check_out(out)
     check_tools()
@@ -272,7 +264,7 @@ def build(args: argparse.Namespace) -> list[tuple[dict[str, Any], str]]:
     built: list[tuple[dict[str, Any], str]] = []
     for variant in variants:
         print(f"{variant.id} ({', '.join(dtypes)}) ...", flush=True)
-        done = build_variant(model, variant.plan, out / "models" / variant.id, dtypes)
+        done = build_variant(model, variant.plan, out / "models" / variant.id, dtypes, embeddings=embeddings)
         note = "reused" if done.reused else f"built in {done.seconds:.0f}s"
         built.append((models_entry(variant, done.bundle, done.key, out), note))
         write_models_json(out, [entry for entry, _ in built], runtime, model, prompts)

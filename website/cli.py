@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from gemma3n.dtypes import DTYPES
+from gemma3n.rows import EMBEDDINGS
 from slicer.options import add_slice_options
 
 DEFAULT_OUT = "dist/web"
@@ -31,6 +32,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     build.add_argument("--name", help="the custom slice's variant name (default: from its shape)")
     build.add_argument("--no-parent", action="store_true", help="build only the slices, not the parent")
     build.add_argument("--dtype", default="q4", help=f"comma-separated, from {','.join(DTYPES)} (default q4)")
+    build.add_argument("--embeddings", choices=EMBEDDINGS, default="bundled",
+                       help="streamed: embedding rows fetched as a prompt needs them by site/matslice.js, not "
+                            "downloaded whole (q4, q8, fp32; see `matslice export --help`)")
     build.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
     build.set_defaults(run=cmd_build_web)
 
