@@ -7,6 +7,8 @@
 //        [--with-audio] [--audio clip.wav]  (load the audio sessions; attach the clip through the page's file input)
 //        [--range models/v/onnx/f.onnx_data:START-END]  (fetch that byte range through the page's checked fetch)
 //        [--adapter-limit BYTES]  (the WebGPU adapter reports buffer limits no larger than this, as a small GPU's does)
+//        [--visits N]  (reload the page and load and run again, N visits in all, in the same profile: Cache API kept)
+//        [--wait-for NAME]  (a page of one's own: wait until window[NAME] is set, report it instead of window.matslice)
 //        [--timeout ms] (each wait)
 // prints one JSON line: {matslice, requests, error, console, timings, memory, range}; memory is the peak resident set
 // of the tab's renderer process, of the GPU process and of all this browser's processes, sampled from /proc every 200 ms.
@@ -31,6 +33,8 @@ const { values, positionals } = parseArgs({
         audio: { type: 'string' },
         range: { type: 'string' },
         'adapter-limit': { type: 'string' },
+        visits: { type: 'string', default: '1' },
+        'wait-for': { type: 'string' },
     },
 });
 const [url] = positionals;
@@ -80,10 +84,9 @@ page.on('console', (m) => consoleLines.push(`${m.type()}: ${m.text()}`));
 page.on('pageerror', (e) => consoleLines.push(`pageerror: ${e.message}`));
 
 const result = { requests, console: consoleLines, timings: {}, memory };
-const sampler = setInterval(sampleMemory, 200);
-try {
-    const t0 = Date.now();
-    await page.goto(url);
+
+// One visit of the page: wait for it to start, load the variant (unless refused), run the prompt (--expect run).
+async function visit(t0) {
     await page.waitForFunction(() => window.matslice?.started || window.matslice?.error, null, { timeout });
     if (values.range) {
         const [file, span] = values.range.split(':');
@@ -122,6 +125,25 @@ try {
     result.isolation = await page.textContent('#isolation');
     result.stats = await page.textContent('#stats');
     result.variants = await page.textContent('#variants');
+}
+
+const sampler = setInterval(sampleMemory, 200);
+try {
+    const t0 = Date.now();
+    await page.goto(url);
+    if (values['wait-for']) {
+        await page.waitForFunction((name) => window[name] !== undefined, values['wait-for'], { timeout });
+        result.page = await page.evaluate((name) => window[name], values['wait-for']);
+        result.text = await page.evaluate(() => document.body.innerText);
+    } else {
+        await visit(t0);
+        result.visits = [result.matslice];
+        for (let n = 1; n < Number(values.visits); n++) {
+            await page.reload();
+            await visit(Date.now());
+            result.visits.push(result.matslice);
+        }
+    }
 } catch (e) {
     result.failure = String(e);
 } finally {

@@ -209,6 +209,7 @@ async function loadVariant() {
         state.loaded = await load(v.path, {
             manifest: state.manifest, backend: state.backend, withAudio: state.withAudio, onProgress: showProgress,
             threads: showIsolation(), proxy: params.get('proxy') === '1',
+            wholeRowsLimit: params.has('whole-rows-limit') ? Number(params.get('whole-rows-limit')) : undefined,
         });
     } catch (e) {
         showError(e.message ?? String(e));

@@ -369,7 +369,7 @@ export class RowStore {
     }
 
     /** Reads and checks the header and index; `record` is manifest.json's `rows` of the embed_tokens session. */
-    static async open(manifest, record, { signal } = {}) {
+    static async open(manifest, record, { signal, wholeLimit = WHOLE_ROWS_LIMIT } = {}) {
         const url = `${manifest.url}${record.file}`;
         const where = `${manifest.url}${record.file}`;
         const response = await rangeFetch(url, 0, record.index_end, where, signal);
@@ -377,8 +377,8 @@ export class RowStore {
         let whole = null;
         let note = null;
         if (response.status === 200) { // the host ignores Range: the whole file came back
-            if (record.bytes > WHOLE_ROWS_LIMIT) {
-                throw new BundleFileError(where, `was served whole (HTTP 200) for a Range request: the host ignores HTTP Range, and the file (${megabytes(record.bytes)}) is too large to hold in a tab`, 'Serve the folder with a server that answers Range requests (nox -s serve, any static host, or the shipped _headers / .htaccess / vercel.json), or rebuild with --embeddings bundled.');
+            if (record.bytes > wholeLimit) {
+                throw new BundleFileError(where, `was served whole (HTTP 200) for a Range request: the host ignores HTTP Range, and the file (${megabytes(record.bytes)}) is too large to hold in a tab (over ${megabytes(wholeLimit)})`, 'Serve the folder with a server that answers Range requests (nox -s serve, any static host, or the shipped _headers / .htaccess / vercel.json), or rebuild with --embeddings bundled.');
             }
             whole = new Uint8Array(await response.arrayBuffer());
             bytes = whole.subarray(0, record.index_end);
@@ -606,7 +606,8 @@ export function filesToDownload(manifest, dtype, sessions) {
  * Load the variant at `variantUrl` (the folder holding manifest.json). Resolves to {tokenizer, model, generate,
  * processor (audio only), manifest, device, dtype, reason, runtime, rows (streamed bundles), loadMs}.
  * options: device ('webgpu' | 'wasm': forced), dtype (kept once picked), withAudio (every session, and the
- * processor), onProgress({loaded, total, file}), signal (AbortSignal), threads, proxy.
+ * processor), onProgress({loaded, total, file}), signal (AbortSignal), threads, proxy, wholeRowsLimit (the largest
+ * row file read whole from a host that ignores Range; default WHOLE_ROWS_LIMIT).
  */
 export async function loadVariant(variantUrl, options = {}) {
     const { withAudio = false, onProgress = () => {}, signal } = options;
@@ -620,7 +621,7 @@ export async function loadVariant(variantUrl, options = {}) {
     const aborted = new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason ?? new Error('Loading was aborted.'))));
     aborted.catch(() => {});
     const rt = await loadRuntime({ device: backend.device, threads: options.threads, proxy: options.proxy });
-    const attempt = (device) => Promise.race([loadModel(rt.tf, manifest, dtype, device, withAudio, signal), bundle.failed(), aborted]);
+    const attempt = (device) => Promise.race([loadModel(rt.tf, manifest, dtype, device, { withAudio, signal, bundle, wholeLimit: options.wholeRowsLimit }), bundle.failed(), aborted]);
     let loaded;
     try {
         try {
@@ -641,7 +642,7 @@ export async function loadVariant(variantUrl, options = {}) {
     return result;
 }
 
-async function loadModel(tf, manifest, dtype, device, withAudio, signal) {
+async function loadModel(tf, manifest, dtype, device, { withAudio, signal, bundle, wholeLimit }) {
     // transformers.js reads a model id that is not a hub id ("owner/name") as a path on this origin; a URL would be a
     // remote model, which this loader never allows. So the variant's path, from its leading slash.
     if (typeof location !== 'undefined' && new URL(manifest.url).origin !== location.origin) {
@@ -663,7 +664,11 @@ async function loadModel(tf, manifest, dtype, device, withAudio, signal) {
     let rows = null;
     const streamed = manifest.sessions.embed_tokens[dtype].rows;
     if (streamed) {
-        rows = await RowStore.open(manifest, streamed, { signal });
+        try {
+            rows = await RowStore.open(manifest, streamed, { signal, wholeLimit });
+        } catch (e) {
+            throw e instanceof BundleFileError ? bundle.fail(e) : e; // a file's fault: no other backend would help
+        }
         await model.sessions.embed_tokens.release?.(); // the stand-in graph: it only names the row file
         model.sessions.embed_tokens = new RowSession(tf, rows);
     }

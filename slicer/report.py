@@ -77,7 +77,8 @@ def bundle_summary(plan: SlicePlan, tensors: dict[str, TensorInfo] | None, dtype
     footprint = bundle_footprint(child, dtypes, modalities=modalities, vision_tensors=vision, **options)
     sessions = {session: {dtype: {"bytes": found.bytes, "data_bytes": found.data_bytes,
                                   "graph_bytes": found.graph_bytes,
-                                  "largest_tensor": {"name": found.largest_tensor[0], "bytes": found.largest_tensor[1]}}
+                                  "largest_tensor": {"name": found.largest_tensor[0], "bytes": found.largest_tensor[1]},
+                                  **({"rows_bytes": found.rows_bytes} if found.rows_bytes else {})}
                           for dtype, found in variants.items()}
                 for session, variants in footprint.items()}
     totals = {dtype: {"text": sum(sessions[s][dtype]["bytes"] for s in TEXT_SESSIONS),
@@ -111,6 +112,11 @@ def bundle_report(summary: dict[str, Any]) -> list[str]:
         lines.append(f"{'side files':<26}" + "".join(f"{human_bytes(side):>14}" for _ in dtypes))
         for key, label in (("text", "download, text"), ("all", "download, all")):
             lines.append(f"{label:<26}" + "".join(f"{human_bytes(bundle['download'][d][key]):>14}" for d in dtypes))
+    streamed = bundle["sessions"].get(TEXT_SESSIONS[0], {})
+    if any("rows_bytes" in streamed.get(d, {}) for d in dtypes):
+        lines.append("embed_tokens streamed: its session counts the row file's header and index; the rows, read a "
+                     "few KB per token met:")
+        lines.append(f"{'row file':<26}" + "".join(f"{human_bytes(streamed[d]['rows_bytes']):>14}" for d in dtypes))
     for dtype in dtypes:
         found = bundle["largest_tensor"][dtype]
         lines.append(f"largest tensor ({dtype}): {found['name']} in {found['session']}, {found['bytes']:,} bytes")

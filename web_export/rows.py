@@ -188,13 +188,13 @@ def check_rows(path: Path, session) -> float:
 def stand_in(text_config: Any, dtype: str) -> onnx.ModelProto:
     """A graph with embed_tokens' inputs and outputs whose tables are empty: a runtime loading a streamed bundle
     without MatSlice's loader gets an error naming the row file at the first token, never wrong numbers."""
-    rows = rows_name(dtype).replace(".", "_")
+    named = f"embeddings_are_streamed_from_{rows_name(dtype).replace('.', '_')}_load_with_site_matslice_js"
     hidden, per_layer = text_config.hidden_size, text_config.num_hidden_layers * text_config.hidden_size_per_layer_input
     shape = [text_config.num_hidden_layers, text_config.hidden_size_per_layer_input]
     nodes = [
         helper.make_node("Gather", ["text_rows", "input_ids"], ["inputs_embeds"],
-                         name=f"embeddings_are_streamed_from_{rows}_load_with_site_matslice_js"),
-        helper.make_node("Gather", ["per_layer_rows", "input_ids"], ["flat"], name="per_layer_rows"),
+                         name=named),
+        helper.make_node("Gather", ["per_layer_rows", "input_ids"], ["flat"], name=f"{named}_per_layer"),
         helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
         helper.make_node("Concat", ["ids_shape", "layer_shape"], ["per_layer_shape"], axis=0),
         helper.make_node("Reshape", ["flat", "per_layer_shape"], ["per_layer_inputs"]),
