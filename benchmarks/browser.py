@@ -36,13 +36,14 @@ WEBGPU_TOKENS = 3  # SwiftShader runs a full-shape token in about a minute
 
 
 def run_page(site: Path, backend: str = "wasm", new_tokens: int = NEW_TOKENS, timeout: int = 300,
-             *extra: str) -> dict:
-    """Serve `site`, drive the page on `backend` (node/drive.mjs) and return its figures and ids."""
-    server = make_server(site, port=0, quiet=True)
+             *extra: str, prompt: str = PROMPT, latency: float = 0.0) -> dict:
+    """Serve `site` (each answer `latency` seconds late), drive the page on `backend` (node/drive.mjs) and return its
+    figures and ids (`visits`: each visit's, when `--visits` is among `extra`)."""
+    server = make_server(site, port=0, quiet=True, latency=latency)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/?backend={backend}"
-        command = ["node", "drive.mjs", url, "--chromium", "/usr/bin/chromium", "--prompt", PROMPT,
+        command = ["node", "drive.mjs", url, "--chromium", "/usr/bin/chromium", "--prompt", prompt,
                    "--max-new-tokens", str(new_tokens), "--timeout", str(timeout * 1000),
                    *(["--webgpu"] if backend == "webgpu" else []), *extra]
         done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=3 * timeout, check=True)
@@ -54,7 +55,8 @@ def run_page(site: Path, backend: str = "wasm", new_tokens: int = NEW_TOKENS, ti
     if result.get("failure") or result.get("error") or not state.get("lastRun"):
         raise RuntimeError(f"the page failed on {backend}: {result.get('failure') or result.get('error')}")
     run = state["lastRun"]
-    return {"backend": state["backend"], "load_seconds": state["loadMs"] / 1000,
+    return {"backend": state["backend"], "load_seconds": state["loadMs"] / 1000, "rows": run.get("rows"),
+            "visits": [visit["lastRun"] for visit in result.get("visits", [])],
             "first_token_seconds": run["firstTokenMs"] / 1000, "tokens_per_second": run["tokensPerSecond"],
             "prompt_ids": run["promptIds"], "ids": run["newIds"], "dtype": run["dtype"], "tokens": run["tokens"],
             "runtime": state.get("runtime"), "peak_tab_bytes": result["memory"]["peakRendererBytes"],
@@ -152,3 +154,63 @@ def bench_browser_full_shape(work: Path, corpus: Path, preset: str = FULL_SHAPE_
         result["webgpu_ids"] = asdict(ids_match(gpu["ids"], python["ids"][: len(gpu["ids"])], python["top2_gaps"]))
         result["webgpu_ids"]["match"] &= gpu["backend"] == "webgpu"
     return result
+
+
+STREAMED_PRESETS = ("E0.40B-text", "E2B-text")
+STREAMED_NEW_TOKENS = 32
+STREAMED_LATENCY = 0.05  # seconds added to every answer of the second streamed run: a slow network's round trip
+STREAMED_PROMPT = ("Write a short history of a small harbour town: who founded it, how its people lived from the "
+                   "sea, what the great storm destroyed, how the town was rebuilt, and what visitors find there "
+                   "today, in plain sentences.")  # about 64 tokens with the chat template
+
+
+def bench_browser_streamed(work: Path, preset: str = STREAMED_PRESETS[0], dtype: str = "q4") -> dict:
+    """A full-shape variant at full vocabulary, bundled and with its embeddings streamed, in the page on WASM: bytes a
+    first visit downloads (the text sessions and side files, plus the rows fetched for a 64-token prompt and 32
+    generated tokens), tab peak, decode rate (and the time streaming adds per generated token, on localhost and with
+    50 ms of latency), a second visit's rows fetched (none: the Cache API holds them), and the ids of both against
+    onnxruntime-Python's on the bundled files."""
+    checkpoint = full_shape_checkpoint(work, preset)
+    sites = {}
+    for embeddings in ("bundled", "streamed"):
+        site = work / f"web-{preset}-full-{dtype}-{embeddings}"
+        subprocess.run([sys.executable, "-m", "matslice", "build-web", "--model", str(checkpoint), "--dtype", dtype,
+                        "--out", str(site), "--no-parent", "--name", "full", "--embeddings", embeddings],
+                       check=True, capture_output=True)
+        sites[embeddings] = site
+    ensure_installed()
+    found: dict = {"preset": preset, "dtype": dtype}
+    for embeddings, site in sites.items():
+        models = json.loads((site / "models.json").read_text())
+        variant = models["variants"][0]
+        manifest = Manifest.load(site / variant["path"])
+        found[embeddings] = {"download_bytes": manifest.download(dtype, manifest.data["text_sessions"]),
+                             "largest_tensor_bytes": manifest.largest_tensor["bytes"]}
+    try:
+        bundled = run_page(sites["bundled"], "wasm", STREAMED_NEW_TOKENS, 1800, prompt=STREAMED_PROMPT)
+        found["bundled"]["wasm"] = bundled
+    except (RuntimeError, subprocess.CalledProcessError) as error:  # E2B-text: out of wasm32 memory
+        found["bundled"]["wasm_error"] = str(error)[-500:]
+    streamed = run_page(sites["streamed"], "wasm", STREAMED_NEW_TOKENS, 1800, "--visits", "2",
+                        prompt=STREAMED_PROMPT)
+    slow = run_page(sites["streamed"], "wasm", STREAMED_NEW_TOKENS, 1800, prompt=STREAMED_PROMPT,
+                    latency=STREAMED_LATENCY)
+    first, second = streamed["visits"]
+    bundle = sites["bundled"] / json.loads((sites["bundled"] / "models.json").read_text())["variants"][0]["path"]
+    python = run_python(bundle, dtype, streamed["prompt_ids"], STREAMED_NEW_TOKENS)
+    found["streamed"] |= {
+        "wasm": streamed, "wasm_50ms": slow, "prompt_tokens": len(streamed["prompt_ids"]),
+        "first_visit_bytes": found["streamed"]["download_bytes"] + first["rows"]["fetchedBytes"],
+        "rows_fetched_bytes": first["rows"]["fetchedBytes"], "rows_requests": first["rows"]["requests"],
+        "second_visit_rows_fetched_bytes": second["rows"]["fetchedBytes"],
+        "ids": asdict(ids_match(streamed["ids"], python["ids"], python["top2_gaps"])),
+        "ids_equal_second_visit": second["newIds"] == streamed["ids"],
+    }
+    if "wasm" in found["bundled"]:
+        found["bundled"]["ids"] = asdict(ids_match(bundled["ids"], python["ids"], python["top2_gaps"]))
+        per_token = {name: 1000 / run["tokens_per_second"] for name, run in
+                     (("bundled", bundled), ("streamed", streamed), ("streamed_50ms", slow))}
+        found["streamed"]["ms_per_token_added"] = per_token["streamed"] - per_token["bundled"]
+        found["streamed"]["ms_per_token_added_50ms"] = per_token["streamed_50ms"] - per_token["bundled"]
+    found["python"] = python
+    return found

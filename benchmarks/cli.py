@@ -1,4 +1,5 @@
-"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,browser_full_q8,vocab,search,nano]
+"""`matslice bench [--only plan,memory,slice,export,decode,quant,browser,browser_full,browser_full_q8,
+    browser_streamed,browser_streamed_e2b,vocab,search,nano]
 [--work DIR]` (`nox -s bench`). `memory` checks `matslice plan` against a full-shape export
 (benchmarks/memory.py); `nano` trains the default model's recipe over seeds, with and without MatFormer
 sampling (benchmarks/nano.py).

@@ -121,6 +121,38 @@ def _browser_full(prefix: str, dtype: str) -> Callable[[Context], tuple[Figures,
     return run
 
 
+def _browser_streamed(preset: str) -> Callable[[Context], tuple[Figures, Any]]:
+    """A full-shape variant at full vocabulary, bundled and streamed, in the page (see bench_browser_streamed)."""
+
+    def run(ctx: Context) -> tuple[Figures, Any]:
+        from benchmarks.browser import bench_browser_streamed
+
+        found = bench_browser_streamed(ctx.work / "browser", preset)
+        return _streamed_figures(f"browser.streamed.{preset.lower().replace('.', '')}", found), found
+
+    return run
+
+
+def _streamed_figures(prefix: str, found: dict) -> Figures:
+    """The flat keys of one streamed-embeddings run beside its bundled twin."""
+    streamed, bundled = found["streamed"], found["bundled"]
+    figures: Figures = {f"{prefix}.first_visit_bytes": streamed["first_visit_bytes"],
+                        f"{prefix}.bundled_download_bytes": bundled["download_bytes"],
+                        f"{prefix}.rows_fetched_bytes": streamed["rows_fetched_bytes"],
+                        f"{prefix}.second_visit_rows_fetched_bytes": streamed["second_visit_rows_fetched_bytes"],
+                        f"{prefix}.prompt_tokens": streamed["prompt_tokens"],
+                        f"{prefix}.tokens_per_second": streamed["wasm"]["tokens_per_second"],
+                        f"{prefix}.peak_tab_bytes": streamed["wasm"]["peak_tab_bytes"],
+                        f"{prefix}.bundled_runs_on_wasm": "wasm" in bundled}
+    figures |= _ids_figures(f"{prefix}.wasm", streamed["ids"])
+    if "wasm" in bundled:
+        figures |= {f"{prefix}.bundled_peak_tab_bytes": bundled["wasm"]["peak_tab_bytes"],
+                    f"{prefix}.bundled_tokens_per_second": bundled["wasm"]["tokens_per_second"],
+                    f"{prefix}.ms_per_token_added": streamed["ms_per_token_added"],
+                    f"{prefix}.ms_per_token_added_50ms": streamed["ms_per_token_added_50ms"]}
+    return figures
+
+
 def _ids_figures(prefix: str, compared: dict) -> Figures:
     """Whether the page's greedy ids equal Python's, over how many steps, and whether a near tie ended them."""
     return {f"{prefix}_ids_match": compared["match"], f"{prefix}_ids_steps": compared["steps"],
@@ -185,6 +217,8 @@ REGISTRY: dict[str, Callable[[Context], tuple[Figures, Any]]] = {
     "browser": browser,
     "browser_full": _browser_full("browser.full_shape", "q4"),
     "browser_full_q8": _browser_full("browser.full_shape_q8", "q8"),
+    "browser_streamed": _browser_streamed("E0.40B-text"),
+    "browser_streamed_e2b": _browser_streamed("E2B-text"),
     "vocab": vocab,
     "search": search,
     "nano": nano,

@@ -29,7 +29,7 @@ MAGIC = b"MSROWS\x00\x01"
 BLOCK_LIMIT = 64 << 10  # bytes one integrity block holds at most (unless one record alone is larger)
 EMBEDDINGS = ("bundled", "streamed")
 SUFFIX = ".rows"
-STAND_IN_BYTES = 640  # the stand-in embed_tokens graph (web_export/rows.stand_in), about; its names vary by dtype
+STAND_IN_BYTES = 720  # the stand-in embed_tokens graph (web_export/rows.stand_in), about: its names vary by dtype
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 from http import HTTPStatus
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -62,6 +63,7 @@ class IsolatedHandler(SimpleHTTPRequestHandler):
 
     def send_head(self):  # noqa: ANN201 (http.server's own signature: a file-like object or None)
         """A single `Range: bytes=a-b` of a file is answered 206 with those bytes; anything else as http.server does."""
+        time.sleep(getattr(self.server, "latency", 0.0))
         match = RANGE.fullmatch((self.headers.get("Range") or "").strip())
         path = self.translate_path(self.path)
         if not match or not getattr(self.server, "ranges", True) or not os.path.isfile(path):
@@ -99,14 +101,17 @@ class IsolatedHandler(SimpleHTTPRequestHandler):
             super().log_message(format, *args)
 
 
-def make_server(directory: Path, port: int = 8000, quiet: bool = False, ranges: bool = True) -> ThreadingHTTPServer:
+def make_server(directory: Path, port: int = 8000, quiet: bool = False, ranges: bool = True,
+                latency: float = 0.0) -> ThreadingHTTPServer:
     """A server for `directory` on 127.0.0.1:`port` (0: any free port); call serve_forever() on it. `ranges=False`
-    answers every Range request with the whole file, as some hosts do (for tests of that case)."""
+    answers every Range request with the whole file, as some hosts do, and `latency` delays every answer by that
+    many seconds, as a distant host does (for tests and benchmarks of those cases)."""
     handler = functools.partial(IsolatedHandler, directory=str(directory))
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     server.quiet = quiet  # type: ignore[attr-defined]
     server.ranges = ranges  # type: ignore[attr-defined]
+    server.latency = latency  # type: ignore[attr-defined]
     return server
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -432,3 +433,98 @@ def test_audio_through_the_file_input(audio_site: Path, tmp_path: Path) -> None:
                                                             "input_features_mask": features["input_features_mask"]})
     stop = next((i for i, t in enumerate(python_ids) if t in EOS_IDS), len(python_ids) - 1)
     assert run["newIds"] == python_ids[: stop + 1] == node["new_ids"], (run["newIds"], python_ids, node["new_ids"])
+
+
+# --- Streamed embeddings (matslice export --embeddings streamed) and the loader module -----------------------------
+STREAMED_PROMPT = "Hello wörld, ¿qué tal? 東京の歴史"  # ids outside the English corner of the vocabulary too
+
+
+@pytest.fixture(scope="module")
+def streamed_site() -> Path:
+    return build_site("streamed", "--no-parent", "--dtype", "q4,q8", "--embeddings", "streamed")
+
+
+def test_streamed_bundle_gives_the_bundled_ids_on_wasm_and_webgpu(site: Path, origin: str,
+                                                                   streamed_site: Path) -> None:
+    """The default slice with its embedding rows streamed: on WASM (q8) and WebGPU (q4) the page's greedy ids equal
+    onnxruntime-Python's on the bundled bundle and the bundled page's, for a prompt with characters outside English;
+    no embedding table is downloaded; a second visit fetches no row again (the Cache API holds them)."""
+    bundled = site / default_variant(site)["path"]
+    args = ("--prompt", STREAMED_PROMPT, "--max-new-tokens", str(MAX_NEW_TOKENS))
+    on_bundled = drive(f"{origin}/?backend=wasm", ARTIFACTS / "browser-bundled-q8.png", *args)["matslice"]["lastRun"]
+    with serving(streamed_site) as streamed_origin:
+        wasm = drive(f"{streamed_origin}/?backend=wasm", ARTIFACTS / "browser-streamed-wasm.png", *args,
+                     "--visits", "2")
+        gpu = drive(f"{streamed_origin}/", ARTIFACTS / "browser-streamed-webgpu.png", *args, "--webgpu")
+    for result in (wasm, gpu):
+        assert result.get("failure") is None and result["error"] is None, {k: result.get(k) for k in
+                                                                          ("failure", "error", "console")}
+    first, second = (visit["lastRun"] for visit in wasm["visits"])
+    assert first["dtype"] == "q8" and first["device"] == "wasm"
+    assert first["newIds"] == on_bundled["newIds"] == python_greedy(bundled, "q8", first["promptIds"], MAX_NEW_TOKENS)
+    assert first["rows"]["fetchedBlocks"] > 0 and first["rows"]["cachedBlocks"] == 0
+    assert second["newIds"] == first["newIds"]
+    assert second["rows"]["fetchedBytes"] == 0 and second["rows"]["cachedBlocks"] == first["rows"]["fetchedBlocks"]
+    assert not any(".onnx_data" in url and "embed_tokens" in url for url in wasm["requests"])
+    run = gpu["matslice"]["lastRun"]
+    assert gpu["matslice"]["backend"] == "webgpu" and run["dtype"] == "q4", gpu["backendLine"]
+    assert run["newIds"] == python_greedy(bundled, "q4", run["promptIds"], MAX_NEW_TOKENS)
+    assert wasm["matslice"]["sessions"]["embed_tokens"] == {"streamed": True,
+                                                            "rows": "onnx/embed_tokens_quantized.rows"}
+
+
+def test_streamed_vocabulary_cut_bundle_matches_the_bundled_one(vocab_site: Path) -> None:
+    variant = default_variant(vocab_site)
+    corpus = folder("test-sites") / "vocab-corpus.txt"
+    streamed = build_site("vocab-streamed", "--no-parent", "--vocab-corpus", str(corpus), "--vocab-size", "1024",
+                          "--embeddings", "streamed")
+    with serving(streamed) as origin:
+        result = drive(f"{origin}/?backend=wasm&dtype=q4", ARTIFACTS / "browser-vocab-streamed.png", "--prompt",
+                       STREAMED_PROMPT, "--max-new-tokens", str(MAX_NEW_TOKENS))
+    assert result.get("failure") is None and result["error"] is None, result
+    run = result["matslice"]["lastRun"]
+    assert run["rows"]["fetchedBlocks"] > 0
+    assert run["newIds"] == python_greedy(vocab_site / variant["path"], "q4", run["promptIds"], MAX_NEW_TOKENS)
+
+
+def test_a_host_that_ignores_range_is_named(streamed_site: Path) -> None:
+    """Served by a host that answers Range with the whole file: a row file that fits is read whole and the page says
+    so; one over the limit (?whole-rows-limit) is refused with what to do, and nothing loads."""
+    server = make_server(streamed_site, port=0, quiet=True, ranges=False)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    origin = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        fits = drive(f"{origin}/?backend=wasm", ARTIFACTS / "browser-no-range.png", "--max-new-tokens", "4")
+        refused = drive(f"{origin}/?backend=wasm&whole-rows-limit=1000", ARTIFACTS / "browser-no-range-refused.png",
+                        "--expect", "error")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert fits["error"] is None and fits["matslice"]["ready"], fits
+    assert "The host ignores HTTP Range" in fits["matslice"]["rows"]["note"]
+    assert refused["matslice"]["ready"] is False
+    assert "embed_tokens_quantized.rows was served whole (HTTP 200) for a Range request" in refused["error"]
+    assert "nox -s serve" in refused["error"]
+
+
+def readme_example() -> str:
+    text = (ROOT / "README.md").read_text()
+    return text.split("<!-- example page: begin -->")[1].split("<!-- example page: end -->")[0].split("```html")[1] \
+        .split("```")[0]
+
+
+def test_the_readme_example_page_runs(site: Path, tmp_path: Path) -> None:
+    """README's page of one's own, saved beside matslice.js: the loader's generate gives onnxruntime-Python's ids,
+    and transformers.js's own model.generate on the loader's objects works as usual."""
+    copy = tmp_path / "web"
+    shutil.copytree(site, copy, copy_function=os.link)
+    (copy / "my-page.html").write_text(readme_example())
+    with serving(copy) as origin:
+        result = drive(f"{origin}/my-page.html", ARTIFACTS / "browser-example-page.png", "--wait-for", "example")
+    assert result.get("failure") is None, {k: result.get(k) for k in ("failure", "console")}
+    page = result["page"]
+    bundle = site / default_variant(site)["path"]
+    run = page["run"]
+    assert run["newIds"] == python_greedy(bundle, run["dtype"], run["promptIds"], 32)
+    assert page["ids"][len(page["promptIds"]):] == python_greedy(bundle, run["dtype"], page["promptIds"], 8)
+    assert run["text"] and run["text"] in result["text"]
