@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gemma3n.config import ModelConfig, load_config
-from gemma3n.dtypes import DTYPES, parse_dtypes
+from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
 from gemma3n.folders import check_writable
 from gemma3n.modalities import TEXT_SESSIONS
@@ -200,19 +200,13 @@ def copy_site(out: Path) -> None:
             shutil.copyfile(path, target)
 
 
-def dtype_table() -> dict[str, dict[str, bool]]:
-    """What the page decides a backend by, per dtype (gemma3n/dtypes.py): whether WebGPU needs the adapter's
-    shader-f16 feature, and whether its matrix weights are 4-bit (WASM unpacks those on every call)."""
-    return {d.name: {"needs_shader_f16": d.needs_shader_f16, "int4": d.matmul == "int4"} for d in DTYPES.values()}
-
-
 def write_models_json(out: Path, entries: list[dict[str, Any]], runtime: dict[str, str], source: Path,
                       prompts: Sequence[str] = ()) -> None:
     """models.json; ``source`` is the checkpoint every variant was cut from (on the machine that built them: the
     demo's Design tab cuts it), ``prompts`` (the default model's own, which it was trained to answer) prefill
     the page."""
     default = next((e["id"] for e in entries if not e["parent"]), entries[0]["id"] if entries else None)
-    data = {"format": 1, "default": default, "runtime": runtime, "dtypes": dtype_table(),
+    data = {"format": 1, "default": default, "runtime": runtime,
             "source": str(source.resolve()), "variants": entries}
     if prompts:
         data["prompts"] = list(prompts)

@@ -316,14 +316,15 @@ def test_adapter_limits_below_the_largest_tensor_move_to_wasm_and_say_why(site: 
 
 
 def test_a_dtype_whose_ops_wasm_lacks_falls_back_by_name(site: Path, tmp_path: Path) -> None:
-    """A bundle made elsewhere whose q4 graphs use an operator onnxruntime-web's WASM build lacks (models.json's
-    not_on_wasm, as build-web writes it for such graphs): q4 asked for on WASM moves to q8, and the page names the
+    """A bundle whose q4 graphs use an operator onnxruntime-web's WASM build lacks (manifest.json's dtype_info
+    not_on_wasm, as the exporter writes it for such graphs): q4 asked for on WASM moves to q8, and the page names the
     operator."""
     copy = tmp_path / "web"
     shutil.copytree(site, copy)
-    models = json.loads((copy / "models.json").read_text())
-    models["variants"][0]["not_on_wasm"]["q4"] = ["GatherBlockQuantized"]
-    (copy / "models.json").write_text(json.dumps(models))
+    path = copy / default_variant(copy)["path"] / "manifest.json"
+    manifest = json.loads(path.read_text())
+    manifest["dtype_info"]["q4"]["not_on_wasm"] = ["GatherBlockQuantized"]
+    path.write_text(json.dumps(manifest))
     with serving(copy) as origin:
         result = drive(f"{origin}/?backend=wasm&dtype=q4", ARTIFACTS / "browser-op-not-on-wasm.png",
                        "--max-new-tokens", "2")

@@ -39,12 +39,14 @@ def test_killed_build_then_rebuild(tiny_text: Path, tmp_path: Path, monkeypatch)
     models = json.loads((out / "models.json").read_text())
     variants = models["variants"]
     assert [v["id"] for v in variants] == ["text-small"]
-    # What the page and the demo read: the dtype table, the text sessions, the checkpoint the variants came from.
+    # What the page and the demo read: the text sessions, the checkpoint the variants came from; and what the loader
+    # decides a backend by, in each manifest (gemma3n/dtypes.py's table, and the ops WASM lacks).
     assert models["source"] == str(tiny_text.resolve())
-    assert models["dtypes"]["q4f16"] == {"needs_shader_f16": True, "int4": True}
-    assert models["dtypes"]["q8"] == {"needs_shader_f16": False, "int4": False}
     assert variants[0]["text_sessions"] == ["embed_tokens", "decoder_model_merged"]
     manifest = json.loads((out / "models" / "text-small" / "manifest.json").read_text())
+    assert manifest["text_sessions"] == ["embed_tokens", "decoder_model_merged"]
+    assert manifest["dtype_info"]["q4"] == {"needs_shader_f16": False, "int4": True, "not_on_wasm": []}
+    assert manifest["embeddings"] == "bundled"
     for name, record in manifest["files"].items():
         assert (out / "models" / "text-small" / name).stat().st_size == record["bytes"], name
     assert not partials(out / "models") and not [p for p in (out / "models").iterdir() if p.name.startswith(".")]
