@@ -28,6 +28,7 @@ from gemma3n.config import ModelConfig, TextConfig, load_config
 from gemma3n.dtypes import parse_dtypes
 from gemma3n.errors import UserError
 from gemma3n.modalities import MODALITIES
+from gemma3n.rows import EMBEDDINGS, check_streamable
 from slicer.footprint import bundle_sessions
 from slicer.nesting import nested_widths
 from slicer.options import spec_options
@@ -110,6 +111,7 @@ class Design:
     vocab_text: str = ""  # the corpus of a vocabulary cut, as text (empty: keep the parent's vocabulary)
     vocab_size: int | None = None
     vocab_keep_unused: bool = True
+    embeddings: str = "bundled"  # or "streamed": the tables as a row file the loader reads a few rows of
 
     @classmethod
     def from_json(cls, data: Any) -> Design:
@@ -149,9 +151,12 @@ class Design:
         keep = data.get("vocab_keep_unused", True)
         if not isinstance(keep, bool):
             raise UserError(f"design field 'vocab_keep_unused' must be true or false, got {keep!r}")
+        embeddings = data.get("embeddings", "bundled")
+        if embeddings not in EMBEDDINGS:
+            raise UserError(f"design field 'embeddings' must be one of {', '.join(EMBEDDINGS)}, got {embeddings!r}")
         return cls(ints("skip"), ints("widths"), ints("audio_skip"), None if ffn is None else int(ffn),
                    names("modalities", ("text",)), names("dtypes", ("q4",)), int(context), name.strip(), text,
-                   None if size is None else int(size), keep)
+                   None if size is None else int(size), keep, embeddings)
 
     def to_json(self) -> dict[str, Any]:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
@@ -217,17 +222,19 @@ PREDICTION_SOURCE = ("`matslice plan --dtype ... --context ...`: weights exact a
 
 
 def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, tensors: Mapping[str, Any] | None,
-            modalities: Sequence[str] | None = None, folder: Path | None = None) -> dict[str, Any]:
+            modalities: Sequence[str] | None = None, folder: Path | None = None,
+            embeddings: str = "bundled") -> dict[str, Any]:
     """Per dtype: each session's download bytes and largest tensor, the bundle's download (its sessions, plus the
     side files and config.json when the parent's `folder` is at hand), and runtime memory
     (weights as loaded, the KV cache of the layers that own one, activations at batch 1) at `context` tokens:
     `matslice plan`'s own figures (slicer.report.bundle_summary), regrouped by dtype for the tab, for the sessions
     `matslice export --modalities` writes (a text+audio design has no vision encoder, though its checkpoint does).
 
-    `tensors` are the parent's safetensors headers, needed only for a customised vision tower's session.
+    `tensors` are the parent's safetensors headers, needed only for a customised vision tower's session. Streamed
+    `embeddings` count the row file's header and index in the download and give the row file's bytes (`rows`).
     """
-    summary = bundle_summary(plan, dict(tensors) if tensors else None, tuple(dtypes), {}, context,  # export's defaults
-                             folder)
+    summary = bundle_summary(plan, dict(tensors) if tensors else None, tuple(dtypes), {"embeddings": embeddings},
+                             context, folder)  # export's other defaults
     bundle, memory = summary["bundle"], summary["memory"]["dtypes"]
     side = sum((bundle["side_files"] or {}).values())
     kept = set(bundle_sessions(plan.child, modalities))
@@ -239,7 +246,8 @@ def predict(plan: SlicePlan, dtypes: Sequence[str], context: int, tensors: Mappi
                for name, by in sessions.items()}
         largest = max(per.values(), key=lambda found: (found["largest_tensor"][1], found["largest_tensor"][0]))
         out[dtype] = {"sessions": per, "download": side + sum(found["bytes"] for found in per.values()),
-                      "largest_tensor": largest["largest_tensor"], "memory": memory[dtype]}
+                      "largest_tensor": largest["largest_tensor"], "memory": memory[dtype],
+                      "rows": sum(by[dtype].get("rows_bytes", 0) for by in sessions.values())}
     return out
 
 
@@ -320,6 +328,9 @@ def check(parent: Parent, design: Design) -> Checked:
     if not design.dtypes:
         raise UserError("choose at least one dtype to export")
     dtypes = parse_dtypes(",".join(design.dtypes))
+    if design.embeddings == "streamed":
+        for dtype in dtypes:
+            check_streamable(dtype)
     limit = config.text.max_position_embeddings
     if not 1 <= design.context <= limit:
         raise UserError(f"context {design.context}: choose 1 to {limit} tokens (the parent's max_position_embeddings)")
@@ -351,7 +362,8 @@ def assess(parent: Parent, design: Design, out: Path) -> tuple[dict[str, Any], C
         plan = checked.plan
         summary = plan.summary() | predicted_bytes(plan, parent.folder, parent.tensors)
         modalities = tuple(m for m in MODALITIES if m in design.modalities)
-        predicted = predict(plan, checked.dtypes, design.context, parent.tensors, modalities, parent.folder)
+        predicted = predict(plan, checked.dtypes, design.context, parent.tensors, modalities, parent.folder,
+                            design.embeddings)
     except UserError as error:
         return {"valid": False, "message": str(error), "design": design.to_json()}, None
     return {
@@ -374,6 +386,8 @@ def command_lines(parent: Parent, checked: Checked, out: Path) -> list[list[str]
     source = str(parent.folder) if parent.folder else "PARENT_CHECKPOINT"
     checkpoint, bundle = out / "checkpoint", out / "bundle"
     export = ["--dtype", ",".join(checked.dtypes)]
+    if checked.design.embeddings != "bundled":
+        export += ["--embeddings", checked.design.embeddings]
     encoders = export_encoders(parent.config, checked.design)
     if encoders is not None:
         export += ["--modalities", ",".join(m for m in MODALITIES if m == "text" or m in encoders)]
@@ -489,6 +503,6 @@ class Designer:
         with atomic_folder(out, overwrite=True) as work:  # a design of this name from an earlier session
             encoders = export_encoders(self.parent.config, checked.design)
             build_variant(self.parent.folder, checked.plan, work / "bundle", checked.dtypes, encoders,
-                          checkpoint=work / "checkpoint", progress=progress)
+                          checkpoint=work / "checkpoint", progress=progress, embeddings=checked.design.embeddings)
             (work / "design.json").write_text(json.dumps(result, indent=2) + "\n")
         return out / "bundle"

@@ -20,6 +20,7 @@ from demo.variants import load_variant
 from gemma3n.dtypes import PREFERENCE
 from gemma3n.errors import UserError
 from gemma3n.modalities import MODALITIES
+from gemma3n.rows import EMBEDDINGS
 from gemma3n.units import count, human_bytes
 from slicer.nesting import snap
 
@@ -48,7 +49,7 @@ class DesignTab:
         self.first = next(iter(designer.starts().values()))
         self._layout()
         self.inputs = {*self.skips, *self.widths, self.audio_skip, self.audio_ffn, self.modalities, self.dtypes,
-                       self.context, self.vocab_text, self.vocab_size, self.vocab_drop, self.name}
+                       self.embeddings, self.context, self.vocab_text, self.vocab_size, self.vocab_drop, self.name}
         self.outputs = [self.verdict, self.numbers, self.shell]
         self._wire()
 
@@ -88,6 +89,8 @@ class DesignTab:
             self.dtypes = gr.CheckboxGroup(list(PREFERENCE), value=list(first.dtypes),
                                            label="Dtypes (the first, in this order, is the bundle's default)",
                                            elem_id="design-dtypes")
+            self.embeddings = gr.Radio(list(EMBEDDINGS), value=first.embeddings, elem_id="design-embeddings",
+                                       label="Embeddings (streamed: rows fetched as a prompt needs them; q4, q8, fp32)")
             limit = config.text.max_position_embeddings
             self.context = gr.Slider(1, limit, value=min(first.context, limit), step=1,
                                      label="Context (tokens) for memory", elem_id="design-context")
@@ -148,6 +151,7 @@ class DesignTab:
             audio_ffn_dim=None if self.audio is None or ffn is None else int(ffn),
             modalities=tuple(m for m in MODALITIES if m in (values[self.modalities] or ())),
             dtypes=tuple(d for d in PREFERENCE if d in (values[self.dtypes] or ())),
+            embeddings=values[self.embeddings] or "bundled",
             context=int(values[self.context] or 1),
             name=(values[self.name] or "").strip(),
             vocab_text=values[self.vocab_text] or "",
@@ -254,6 +258,8 @@ def numbers_markdown(result: dict[str, Any]) -> str:
     first = predicted[dtypes[0]]
     rows = [("**download**", lambda p: f"**{human_bytes(p['download'])}**")]
     rows += [(f"· {s}", lambda p, s=s: human_bytes(p["sessions"][s]["bytes"])) for s in first["sessions"]]
+    if any(p["rows"] for p in predicted.values()):
+        rows += [("· row file (streamed)", lambda p: human_bytes(p["rows"]))]
     rows += [("largest tensor", lambda p: f"{human_bytes(p['largest_tensor'][1])} `{_short(p['largest_tensor'][0])}`")]
     rows += [(f"**memory at {result['context']:,} tokens**", lambda p: f"**{human_bytes(p['memory']['total'])}**")]
     rows += [(f"· {k.replace('_', ' ')}", lambda p, k=k: human_bytes(p["memory"][k]))

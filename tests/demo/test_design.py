@@ -85,6 +85,7 @@ def test_a_preset_design_plans_as_the_preset(preset: str) -> None:
     (Design(dtypes=()), "at least one dtype"),
     (Design(dtypes=("q3",)), "unknown dtype"),
     (Design(context=10**6), "context"),
+    (Design(dtypes=("q4", "q4f16"), embeddings="streamed"), "--embeddings streamed supports q4, q8 and fp32"),
 ])
 def test_invalid_designs_say_why(design: Design, reason: str) -> None:
     result = evaluate(Parent(e4b_config()), design)
@@ -189,6 +190,17 @@ def test_design_numbers_equal_plan(client, nano: Path, cache: Path) -> None:
     assert cut["plan"] == matslice_plan(nano, *cut["options"])
     assert text_only["plan"]["vocab"] is None and 265 < cut["plan"]["vocab"]["kept_text_ids"] <= 300
     assert cut["predicted"]["q4"]["download"] < text_only["predicted"]["q4"]["download"]
+    streamed = client.predict({**DESIGN, "embeddings": "streamed"}, api_name="/design")
+    assert "--embeddings streamed" in streamed["commands"][1]
+    printed = matslice_plan(nano, "--layers-to-skip", "8", "--ffn-dims", "256", "--dtype", "q4,fp32",
+                            "--embeddings", "streamed", predictions=True)
+    for dtype in ("q4", "fp32"):
+        found, sessions = streamed["predicted"][dtype], printed["bundle"]["sessions"]
+        assert found["rows"] == sessions["embed_tokens"][dtype]["rows_bytes"] > 0
+        assert found["sessions"]["embed_tokens"]["bytes"] == sessions["embed_tokens"][dtype]["bytes"]
+        assert found["memory"] == printed["memory"]["dtypes"][dtype]
+        assert found["download"] < result["predicted"][dtype]["download"]
+        assert found["memory"]["weights"] < result["predicted"][dtype]["memory"]["weights"]
     starts = client.predict(api_name="/design_starts")
     assert starts["variant e2b-like"]["skip"] == [7, 8] and set(starts["variant e2b-like"]["widths"]) == {256, 512}
 
