@@ -141,19 +141,19 @@ def read_header(path: Path) -> Header:
 def decode(path: Path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(inputs_embeds [n, H], per_layer_inputs [n, L, P]) of `ids` from the row file, as the loader computes them."""
     header = read_header(path)
-    raw = np.fromfile(path, dtype=np.uint8)
+    raw = np.memmap(path, dtype=np.uint8, mode="r")  # only the records asked for are read
     records = raw[header.records_offset:header.records_offset + header.vocab_size * header.record_bytes]
-    records = records.reshape(header.vocab_size, header.record_bytes)[ids]
-    embeds = _decode_table(records, header.text, header.dtype)
-    per_layer = _decode_table(records, header.per_layer, header.dtype)
+    records = np.asarray(records.reshape(header.vocab_size, header.record_bytes)[ids])
+    embeds = _decode_table(records, header.text)
+    per_layer = _decode_table(records, header.per_layer)
     if header.hard_start is not None:
-        hard = raw[header.hard_offset:].view("<f4").reshape(header.hard_rows, header.hidden_size)
+        hard = np.asarray(raw[header.hard_offset:]).view("<f4").reshape(header.hard_rows, header.hidden_size)
         is_hard = ids >= header.hard_start
         embeds[is_hard] = hard[ids[is_hard] - header.hard_start]
     return embeds, per_layer.reshape(len(ids), header.layers, header.per_layer_size)
 
 
-def _decode_table(records: np.ndarray, table: Table, dtype: str) -> np.ndarray:
+def _decode_table(records: np.ndarray, table: Table) -> np.ndarray:
     codes = records[:, table.codes_at:table.codes_at + table.codes_bytes]
     scale = np.float32(table.scale)
     if table.bits is None:

@@ -75,7 +75,7 @@ class BundleRuntime:
     """One dtype's sessions of an exported Gemma 3n in onnxruntime (CPU)."""
 
     def __init__(self, paths: dict[str, Path], image_token_id: int | None = None,
-                 audio_token_id: int | None = None, threads: int | None = None) -> None:
+                 audio_token_id: int | None = None, threads: int | None = None, rows: Path | None = None) -> None:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -85,6 +85,7 @@ class BundleRuntime:
         self.load_seconds = time.perf_counter() - started
         self.image_token_id = image_token_id
         self.audio_token_id = audio_token_id
+        self.rows = rows  # a streamed bundle's row file, read in place of its stand-in embed_tokens session
 
     @classmethod
     def from_folder(cls, onnx_dir: Path, suffix: str = "", *, image_token_id: int | None = None,
@@ -109,7 +110,11 @@ class BundleRuntime:
                  if dtype in files and (only is None or name in only)}
         if "decoder_model_merged" not in paths:
             raise UserError(f"{bundle} has no {dtype} decoder: export it with `matslice export --dtype {dtype}`")
-        return cls(paths, config.get("image_token_id"), config.get("audio_token_id"), threads)
+        streamed = manifest.data["sessions"]["embed_tokens"].get(dtype, {}).get("rows")
+        if streamed and "embed_tokens" in paths:
+            del paths["embed_tokens"]
+        rows = bundle / streamed["file"] if streamed and (only is None or "embed_tokens" in only) else None
+        return cls(paths, config.get("image_token_id"), config.get("audio_token_id"), threads, rows)
 
     @property
     def vocab_size(self) -> int:
@@ -125,8 +130,14 @@ class BundleRuntime:
     def embed(self, prompt: Prompt, prefill: bool) -> tuple[np.ndarray, np.ndarray]:
         """embed_tokens, then on the prefill step the encoder features over their placeholder rows."""
         ids = prompt.input_ids
-        out = self.run("embed_tokens", {"input_ids": ids})
-        embeds, per_layer = out["inputs_embeds"], out["per_layer_inputs"]
+        if self.rows is not None:
+            from web_export.rows import decode
+
+            embeds, per_layer = decode(self.rows, ids.reshape(-1))
+            embeds, per_layer = embeds.reshape(*ids.shape, -1), per_layer.reshape(*ids.shape, *per_layer.shape[1:])
+        else:
+            out = self.run("embed_tokens", {"input_ids": ids})
+            embeds, per_layer = out["inputs_embeds"], out["per_layer_inputs"]
         if prefill and prompt.pixel_values is not None:
             features = self.run("vision_encoder", {"pixel_values": prompt.pixel_values})["image_features"]
             scatter_rows(embeds, ids == self.image_token_id, features)

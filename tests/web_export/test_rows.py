@@ -183,3 +183,19 @@ def test_streamed_float16_dtypes_are_refused_before_any_work(tiny_multimodal: Pa
     assert "--embeddings streamed supports q4, q8 and fp32 bundles, not q4f16" in done.stderr, done.stderr
     with pytest.raises(UserError, match="not fp16"):
         check_streamable("fp16")
+
+
+def test_python_runtime_reads_the_row_file(bundles: tuple[Path, Path]) -> None:
+    """onnxruntime in Python (`matslice verify`, the benchmarks) runs a streamed bundle through its row file: the
+    same greedy ids and logits as the bundled bundle."""
+    from web_export.runtime import BundleRuntime, Prompt
+
+    bundled, streamed = bundles
+    prompt = Prompt([2, 5, 40, 41, 42, 256, 272, 43])  # text, a vision and an audio id
+    for dtype in ("q4", "fp32"):
+        want_logits, want = BundleRuntime.from_bundle(bundled, dtype).greedy(prompt, steps=6)
+        runtime = BundleRuntime.from_bundle(streamed, dtype)
+        assert "embed_tokens" not in runtime.sessions and runtime.rows is not None
+        got_logits, got = runtime.greedy(prompt, steps=6)
+        assert got == want
+        assert max(float(np.abs(a - b).max()) for a, b in zip(got_logits, want_logits, strict=True)) <= 1e-5
