@@ -150,7 +150,8 @@ async function decideBackend() {
         withAudio: state.variant.audio && $('with-audio').checked,
     });
     if (params.get('backend') === 'wasm') backend.reason = backend.reason.replace('chosen by the caller', 'chosen by ?backend=wasm');
-    window.matslice.adapter = backend.device === 'webgpu' || !(await webgpuAdapter()).missing ? await webgpuAdapter() : null;
+    const adapter = await webgpuAdapter();
+    window.matslice.adapter = adapter.missing ? null : adapter;
     $('dtype').value = backend.dtype;
     return backend;
 }
