@@ -22,6 +22,7 @@ from tokenizers import Tokenizer
 from slicer import vocab
 from slicer.vocab import VocabCut
 from web_export.node import run_script
+from website.serve import make_server
 
 
 def assert_plan_exact(onnx_dir: Path, checkpoint: Path, dtypes: tuple[str, ...], sessions: tuple[str, ...] = (),
@@ -62,6 +63,21 @@ def assert_download_predicted(bundle: Path, parent: Path, *options: str) -> None
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def serving(folder: Path, **options) -> Iterator[str]:
+    """`folder` served as `nox -s serve` serves it (options: `website.serve.make_server`'s ranges, latency), on a
+    free port; yields the origin."""
+    import threading
+
+    server = make_server(folder, port=0, quiet=True, **options)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def kill_when(args: list[str], ready: Callable[[], bool], timeout: float = 600) -> bool:

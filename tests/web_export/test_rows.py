@@ -11,14 +11,12 @@ import json
 import shutil
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import pytest
+from helpers import serving
 
 from gemma3n.errors import UserError
 from gemma3n.rows import check_streamable
@@ -26,7 +24,6 @@ from web_export.bundle import write_bundle
 from web_export.manifest import Manifest
 from web_export.node import run_script
 from web_export.rows import decode, read_header
-from website.serve import make_server
 
 DTYPES = ("q4", "q8", "fp32")
 TOLERANCE = 1e-5  # what the issue allows; measured: 0.0 (the loader repeats the session's float32 products)
@@ -40,17 +37,6 @@ def bundles(tiny_multimodal: Path, tiny_multimodal_graphs: list, tmp_path_factor
     streamed = write_bundle(tiny_multimodal, root / "streamed", dtypes=DTYPES, graphs=tiny_multimodal_graphs,
                             embeddings="streamed")
     return bundled, streamed
-
-
-@contextmanager
-def serving(folder: Path, ranges: bool = True) -> Iterator[str]:
-    server = make_server(folder, port=0, quiet=True, ranges=ranges)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def session_embeddings(bundle: Path, dtype: str, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,14 +23,15 @@ import sys
 import threading
 import wave
 from collections.abc import Iterator
-from contextlib import contextmanager
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
 import pytest
+from helpers import serving
 
+from evaluation.metrics import ids_match
 from gemma3n.cache import folder, locked
 from gemma3n.npm import NODE_DIR, ensure_installed
 from web_export.bundle import hashes
@@ -82,17 +83,6 @@ def drive(url: str, screenshot: Path, *extra: str, timeout: int = 150) -> dict:
     done = subprocess.run(command, cwd=NODE_DIR, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().split("\n")[-1])
-
-
-@contextmanager
-def serving(folder: Path) -> Iterator[str]:
-    server = make_server(folder, port=0, quiet=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def default_variant(site: Path) -> dict:
@@ -491,16 +481,10 @@ def test_streamed_vocabulary_cut_bundle_matches_the_bundled_one(vocab_site: Path
 def test_a_host_that_ignores_range_is_named(streamed_site: Path) -> None:
     """Served by a host that answers Range with the whole file: a row file that fits is read whole and the page says
     so; one over the limit (?whole-rows-limit) is refused with what to do, and nothing loads."""
-    server = make_server(streamed_site, port=0, quiet=True, ranges=False)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    origin = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(streamed_site, ranges=False) as origin:
         fits = drive(f"{origin}/?backend=wasm", ARTIFACTS / "browser-no-range.png", "--max-new-tokens", "4")
         refused = drive(f"{origin}/?backend=wasm&whole-rows-limit=1000", ARTIFACTS / "browser-no-range-refused.png",
                         "--expect", "error")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert fits["error"] is None and fits["matslice"]["ready"], fits
     assert "The host ignores HTTP Range" in fits["matslice"]["rows"]["note"]
     assert refused["matslice"]["ready"] is False
@@ -516,7 +500,9 @@ def readme_example() -> str:
 
 def test_the_readme_example_page_runs(site: Path, tmp_path: Path) -> None:
     """README's page of one's own, saved beside matslice.js: the loader's generate gives onnxruntime-Python's ids,
-    and transformers.js's own model.generate on the loader's objects works as usual."""
+    and transformers.js's own model.generate on the loader's objects works as usual. The 32 tokens are compared
+    with `ids_match`: onnxruntime-web's WASM int8 kernels and the CPU provider's part at a near tie of the
+    reference (measured: the 9th token, top-2 gap 0.011), which is accepted after 4 equal steps and reported."""
     copy = tmp_path / "web"
     shutil.copytree(site, copy, copy_function=os.link)
     (copy / "my-page.html").write_text(readme_example())
@@ -526,6 +512,10 @@ def test_the_readme_example_page_runs(site: Path, tmp_path: Path) -> None:
     page = result["page"]
     bundle = site / default_variant(site)["path"]
     run = page["run"]
-    assert run["newIds"] == python_greedy(bundle, run["dtype"], run["promptIds"], 32)
+    runner = BundleRuntime.from_bundle(bundle, run["dtype"])
+    logits, want = runner.greedy(Prompt(run["promptIds"]), steps=len(run["newIds"]) - 1)
+    gaps = [float(np.diff(np.sort(row[-1])[-2:])[0]) for row in logits]
+    compared = ids_match(run["newIds"], want, gaps)
+    assert compared.match and compared.steps >= 8, compared
     assert page["ids"][len(page["promptIds"]):] == python_greedy(bundle, run["dtype"], page["promptIds"], 8)
     assert run["text"] and run["text"] in result["text"]
