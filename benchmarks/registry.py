@@ -143,6 +143,7 @@ def _streamed_figures(prefix: str, found: dict) -> Figures:
                         f"{prefix}.prompt_tokens": streamed["prompt_tokens"],
                         f"{prefix}.tokens_per_second": streamed["wasm"]["tokens_per_second"],
                         f"{prefix}.peak_tab_bytes": streamed["wasm"]["peak_tab_bytes"],
+                        f"{prefix}.ids_equal_on_every_visit": streamed["ids_equal_on_every_visit"],
                         f"{prefix}.bundled_runs_on_wasm": "wasm" in bundled}
     figures |= _ids_figures(f"{prefix}.wasm", streamed["ids"])
     if "wasm" in bundled:
