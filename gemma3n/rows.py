@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gemma3n.dtypes import DTYPES
@@ -29,6 +29,7 @@ MAGIC = b"MSROWS\x00\x01"
 BLOCK_LIMIT = 64 << 10  # bytes one integrity block holds at most (unless one record alone is larger)
 EMBEDDINGS = ("bundled", "streamed")
 SUFFIX = ".rows"
+HEADER_SLACK = 128  # bytes the real scales' and offsets' digits may add to the header (at most about 80)
 STAND_IN_BYTES = 720  # the stand-in embed_tokens graph (web_export/rows.stand_in), about: its names vary by dtype
 
 
@@ -127,12 +128,13 @@ def layout(dtype: str, vocab_size: int, per_layer_vocab: int, hidden_size: int, 
     blocks = record_blocks + -(-hard_rows // hard_per_block)
     header = Header(id, dtype, vocab_size, per_layer_vocab, hidden_size, layers, per_layer_size, text, per_layer,
                     record, per_block, 0, hard_start, hard_per_block, 0, 0, blocks)
-    size = len(header_bytes(header))  # the offsets' digits change the header's length by a few bytes: pad for them
-    index_offset = aligned(size + 64)
+    # The header's slot depends on the shapes alone (so a plan, which knows no scales, predicts it): its length
+    # with unit scales and zero offsets, plus room for the digits of the real ones.
+    plain = replace(header, text=replace(text, scale=1.0), per_layer=replace(per_layer, scale=1.0))
+    index_offset = aligned(len(header_bytes(plain)) + HEADER_SLACK)
     records_offset = aligned(index_offset + 32 * blocks)
     hard_offset = aligned(records_offset + vocab_size * record)
-    return Header(**{**header.__dict__, "index_offset": index_offset, "records_offset": records_offset,
-                     "hard_offset": hard_offset})
+    return replace(header, index_offset=index_offset, records_offset=records_offset, hard_offset=hard_offset)
 
 
 def file_bytes(header: Header) -> int:

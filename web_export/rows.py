@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -77,28 +78,34 @@ def _records(header: Header, tables: dict[str, tuple[np.ndarray, np.ndarray | No
 def write_rows(session_file: Path, dtype: str, text_config: Any, hard_start: int | None, out: Path, *,
                block_size: int = 32) -> dict[str, Any]:
     """Write the row file of the embed_tokens session at `session_file` (one dtype) to `out`, check it against the
-    session in onnxruntime, and return its manifest record (file name, bytes, id, index_end, header)."""
+    session in onnxruntime, and return its manifest record (file name, bytes, id, index_end)."""
     model = onnx.load(session_file)
     tables = session_tables(model, dtype)
     header = layout(dtype, text_config.vocab_size, text_config.vocab_size_per_layer_input, text_config.hidden_size,
                     text_config.num_hidden_layers, text_config.hidden_size_per_layer_input, hard_start,
                     block_size=block_size, text_scale=float(np.float32(text_config.hidden_size ** 0.5)),
                     per_layer_scale=float(np.float32(text_config.hidden_size_per_layer_input ** 0.5)))
+    del model  # its tables are copied out; the session below reads the file again
     session = _session(session_file)
     hard = _embed(session, np.arange(hard_start, header.vocab_size))[0] if hard_start is not None else None
-    blocks = list(_blocks(header, tables, hard))
-    index = b"".join(hashlib.sha256(block).digest() for block in blocks)
-    header = Header(**{**header.__dict__, "id": hashlib.sha256(index).hexdigest()})
-    head = header_bytes(header)
-    if len(head) > header.index_offset:
-        raise AssertionError(f"row file header grew past its slot ({len(head)} > {header.index_offset} bytes)")
+    # the blocks first, at their offsets, hashed as they pass; then the header and the index that name them
+    digests = []
     with open(out, "wb") as handle:
-        handle.write(head.ljust(header.index_offset, b" "))
-        handle.write(index.ljust(header.records_offset - header.index_offset, b"\0"))
-        for j, block in enumerate(blocks):
+        handle.seek(header.records_offset)
+        for j, block in enumerate(_blocks(header, tables, hard)):
             if j == header.record_blocks:
                 handle.seek(header.hard_offset)
             handle.write(block)
+            digests.append(hashlib.sha256(block).digest())
+        handle.truncate(file_bytes(header))
+        index = b"".join(digests)
+        header = replace(header, id=hashlib.sha256(index).hexdigest())
+        head = header_bytes(header)
+        if len(head) > header.index_offset:
+            raise AssertionError(f"row file header grew past its slot ({len(head)} > {header.index_offset} bytes)")
+        handle.seek(0)
+        handle.write(head.ljust(header.index_offset, b" "))
+        handle.write(index.ljust(header.records_offset - header.index_offset, b"\0"))
     if out.stat().st_size != file_bytes(header):
         raise AssertionError(f"{out} is {out.stat().st_size} bytes, its layout says {file_bytes(header)}")
     check_rows(out, session)
