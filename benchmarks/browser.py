@@ -156,7 +156,7 @@ def bench_browser_full_shape(work: Path, corpus: Path, preset: str = FULL_SHAPE_
     return result
 
 
-STREAMED_PRESETS = ("E0.40B-text", "E2B-text")
+STREAMED_PRESETS = ("E0.40B-text", "E2B")  # each cut to its text sessions (full_shape_checkpoint)
 STREAMED_NEW_TOKENS = 32
 STREAMED_LATENCY = 0.05  # seconds added to every answer of the second streamed run: a slow network's round trip
 STREAMED_PROMPT = ("Write a short history of a small harbour town: who founded it, how its people lived from the "

@@ -128,7 +128,8 @@ def _browser_streamed(preset: str) -> Callable[[Context], tuple[Figures, Any]]:
         from benchmarks.browser import bench_browser_streamed
 
         found = bench_browser_streamed(ctx.work / "browser", preset)
-        return _streamed_figures(f"browser.streamed.{preset.lower().replace('.', '')}", found), found
+        name = preset if preset.endswith("-text") else f"{preset}-text"  # the text-only variant either way
+        return _streamed_figures(f"browser.streamed.{name.lower().replace('.', '')}", found), found
 
     return run
 
@@ -219,7 +220,7 @@ REGISTRY: dict[str, Callable[[Context], tuple[Figures, Any]]] = {
     "browser_full": _browser_full("browser.full_shape", "q4"),
     "browser_full_q8": _browser_full("browser.full_shape_q8", "q8"),
     "browser_streamed": _browser_streamed("E0.40B-text"),
-    "browser_streamed_e2b": _browser_streamed("E2B-text"),
+    "browser_streamed_e2b": _browser_streamed("E2B"),
     "vocab": vocab,
     "search": search,
     "nano": nano,
