@@ -250,7 +250,7 @@ def test_webgpu_matches_onnxruntime(site: Path, origin: str, dtype: str) -> None
     assert state["runtime"]["webgpuDevice"] is not None, "onnxruntime-web created no WebGPU device"
     assert {s["device"] for s in state["sessions"].values()} == {"webgpu"}, state["sessions"]
     run = state["lastRun"]
-    assert run["backend"] == "webgpu" and run["dtype"] == dtype, run
+    assert run["device"] == "webgpu" and run["dtype"] == dtype, run
     assert run["newIds"] == python_greedy(site / variant["path"], dtype, run["promptIds"], MAX_NEW_TOKENS)
     print(f"\n{dtype} on WebGPU ({state['adapter']['vendor']} {state['adapter']['architecture']}): load "
           f"{state['loadMs']:.0f} ms, first token {run['firstTokenMs']:.0f} ms, {run['tokensPerSecond']:.2f} tokens/s")
@@ -299,7 +299,7 @@ def test_adapter_limits_below_the_largest_tensor_move_to_wasm_and_say_why(site: 
     assert result.get("failure") is None and result["error"] is None, result
     state = result["matslice"]
     assert state["adapter"]["maxStorageBufferBindingSize"] == 65536, state["adapter"]
-    assert state["backend"] == "wasm" and state["lastRun"]["backend"] == "wasm", state["backendReason"]
+    assert state["backend"] == "wasm" and state["lastRun"]["device"] == "wasm", state["backendReason"]
     reason = state["backendReason"]
     assert "allows 0.07 MB per storage-buffer binding" in reason and "the largest" in reason, reason
     assert "running on the CPU with WASM" in reason, reason
