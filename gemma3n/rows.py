@@ -59,8 +59,9 @@ class Table:
 
 
 def table_layout(columns: int, bits: int | None, block: int, scale: float, at: int) -> Table:
-    codes = columns * 4 if bits is None else columns * bits // 8
-    return Table(columns, bits, block if bits else columns, scale, at, at + codes)
+    """A table's place in a record starting at byte `at`: its codes (or floats), then its scales."""
+    codes = Table(columns, bits, block if bits else columns, scale, at, at)
+    return replace(codes, scales_at=at + codes.codes_bytes)
 
 
 @dataclass(frozen=True)

@@ -371,14 +371,13 @@ export class RowStore {
     /** Reads and checks the header and index; `record` is manifest.json's `rows` of the embed_tokens session. */
     static async open(manifest, record, { signal, wholeLimit = WHOLE_ROWS_LIMIT } = {}) {
         const url = `${manifest.url}${record.file}`;
-        const where = `${manifest.url}${record.file}`;
-        const response = await rangeFetch(url, 0, record.index_end, where, signal);
+        const response = await rangeFetch(url, 0, record.index_end, url, signal);
         let bytes;
         let whole = null;
         let note = null;
         if (response.status === 200) { // the host ignores Range: the whole file came back
             if (record.bytes > wholeLimit) {
-                throw new BundleFileError(where, `was served whole (HTTP 200) for a Range request: the host ignores HTTP Range, and the file (${megabytes(record.bytes)}) is too large to hold in a tab (over ${megabytes(wholeLimit)})`, 'Serve the folder with a server that answers Range requests (nox -s serve, any static host, or the shipped _headers / .htaccess / vercel.json), or rebuild with --embeddings bundled.');
+                throw new BundleFileError(url, `was served whole (HTTP 200) for a Range request: the host ignores HTTP Range, and the file (${megabytes(record.bytes)}) is too large to hold in a tab (over ${megabytes(wholeLimit)})`, 'Serve the folder with a server that answers Range requests (nox -s serve, any static host, or the shipped _headers / .htaccess / vercel.json), or rebuild with --embeddings bundled.');
             }
             whole = new Uint8Array(await response.arrayBuffer());
             bytes = whole.subarray(0, record.index_end);
@@ -386,17 +385,17 @@ export class RowStore {
         } else if (response.status === 206) {
             bytes = new Uint8Array(await response.arrayBuffer());
         } else {
-            throw new BundleFileError(where, `is missing on the server (HTTP ${response.status})`);
+            throw new BundleFileError(url, `is missing on the server (HTTP ${response.status})`);
         }
         const magic = new TextDecoder().decode(bytes.subarray(0, 8));
-        if (magic !== ROWS_MAGIC) throw new BundleFileError(where, 'is not a MatSlice row file (wrong magic bytes)');
+        if (magic !== ROWS_MAGIC) throw new BundleFileError(url, 'is not a MatSlice row file (wrong magic bytes)');
         const length = new DataView(bytes.buffer, bytes.byteOffset).getUint32(8, true);
         const header = JSON.parse(new TextDecoder().decode(bytes.subarray(12, 12 + length)));
         if (header.id !== record.id) {
-            throw new BundleFileError(where, `belongs to another variant: its header's id ${header.id.slice(0, 12)}… is not manifest.json's ${record.id.slice(0, 12)}…`);
+            throw new BundleFileError(url, `belongs to another variant: its header's id ${header.id.slice(0, 12)}… is not manifest.json's ${record.id.slice(0, 12)}…`);
         }
         const index = bytes.slice(header.index_offset, header.index_offset + 32 * header.blocks);
-        if ((await sha256(index)) !== header.id) throw new BundleFileError(where, 'is corrupt: its block index does not match its id');
+        if ((await sha256(index)) !== header.id) throw new BundleFileError(url, 'is corrupt: its block index does not match its id');
         header.record_blocks = Math.ceil(header.vocab_size / header.records_per_block);
         const store = new RowStore(url, record, header, index, whole, note);
         if (whole) store.stats.fetchedBytes = whole.byteLength;
