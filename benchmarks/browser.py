@@ -149,27 +149,33 @@ def bench_browser_full_shape(work: Path, corpus: Path, preset: str = FULL_SHAPE_
         "ratios": _ratios(wasm, python),
     }
     if webgpu:
-        gpu = run_page(site, "webgpu", WEBGPU_TOKENS, 900)
-        result["webgpu"] = gpu
-        result["webgpu_ids"] = asdict(ids_match(gpu["ids"], python["ids"][: len(gpu["ids"])], python["top2_gaps"]))
-        result["webgpu_ids"]["match"] &= gpu["backend"] == "webgpu"
+        result |= run_webgpu(site, python)
     return result
+
+
+def run_webgpu(site: Path, python: dict, prompt: str = PROMPT) -> dict:
+    """A few full-shape tokens of the page on WebGPU (SwiftShader here) and whether they are Python's first ids
+    (`python` ran the same prompt); a page that fell back to WASM does not match."""
+    gpu = run_page(site, "webgpu", WEBGPU_TOKENS, 1800, prompt=prompt)
+    ids = asdict(ids_match(gpu["ids"], python["ids"][: len(gpu["ids"])], python["top2_gaps"]))
+    ids["match"] &= gpu["backend"] == "webgpu"
+    return {"webgpu": gpu, "webgpu_ids": ids}
 
 
 STREAMED_PRESETS = ("E0.40B-text", "E2B")  # each cut to its text sessions (full_shape_checkpoint)
 STREAMED_NEW_TOKENS = 32
 STREAMED_LATENCY = 0.05  # seconds added to every answer of the second streamed run: a slow network's round trip
-STREAMED_PROMPT = ("Write a short history of a small harbour town: who founded it, how its people lived from the "
-                   "sea, what the great storm destroyed, how the town was rebuilt, and what visitors find there "
-                   "today, in plain sentences.")  # about 64 tokens with the chat template
+STREAMED_PROMPT = ("Write a short history of a small harbour town: who founded it and when, how its people lived from "
+                   "the sea and the fields, what the great storm of that winter destroyed, how the town was rebuilt, "
+                   "and what visitors find there today, in a few plain sentences.")  # 64 tokens with the chat template
 
 
 def bench_browser_streamed(work: Path, preset: str = STREAMED_PRESETS[0], dtype: str = "q4") -> dict:
     """A full-shape variant at full vocabulary, bundled and with its embeddings streamed, in the page on WASM: bytes a
     first visit downloads (the text sessions and side files, plus the rows fetched for a 64-token prompt and 32
     generated tokens), tab peak, decode rate (and the time streaming adds per generated token, on localhost and with
-    50 ms of latency), a second visit's rows fetched (none: the Cache API holds them), and the ids of both against
-    onnxruntime-Python's on the bundled files."""
+    50 ms of latency), a second visit's rows fetched (none: the Cache API holds them), the ids of both against
+    onnxruntime-Python's on the bundled files, and the streamed variant's first tokens on WebGPU."""
     checkpoint = full_shape_checkpoint(work, preset)
     sites = {}
     for embeddings in ("bundled", "streamed"):
@@ -215,5 +221,6 @@ def bench_browser_streamed(work: Path, preset: str = STREAMED_PRESETS[0], dtype:
                      (("bundled", bundled), ("streamed", streamed), ("streamed_50ms", slow))}
         found["streamed"]["ms_per_token_added"] = per_token["streamed"] - per_token["bundled"]
         found["streamed"]["ms_per_token_added_50ms"] = per_token["streamed_50ms"] - per_token["bundled"]
+    found["streamed"] |= run_webgpu(sites["streamed"], python, STREAMED_PROMPT)
     found["python"] = python
     return found

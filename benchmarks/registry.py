@@ -146,7 +146,7 @@ def _streamed_figures(prefix: str, found: dict) -> Figures:
                         f"{prefix}.peak_tab_bytes": streamed["wasm"]["peak_tab_bytes"],
                         f"{prefix}.ids_equal_on_every_visit": streamed["ids_equal_on_every_visit"],
                         f"{prefix}.bundled_runs_on_wasm": "wasm" in bundled}
-    figures |= _ids_figures(f"{prefix}.wasm", streamed["ids"])
+    figures |= _ids_figures(f"{prefix}.wasm", streamed["ids"]) | _webgpu_figures(prefix, streamed)
     if "wasm" in bundled:
         figures |= {f"{prefix}.bundled_peak_tab_bytes": bundled["wasm"]["peak_tab_bytes"],
                     f"{prefix}.bundled_tokens_per_second": bundled["wasm"]["tokens_per_second"],
@@ -170,11 +170,16 @@ def _full_shape_figures(prefix: str, found: dict) -> Figures:
         figures[f"{prefix}.{key}_over_python"] = found["ratios"].get(key)
     figures[f"{prefix}.peak_tab_bytes"] = found["wasm"]["peak_tab_bytes"]
     figures |= _ids_figures(f"{prefix}.wasm", found["wasm_ids"])
-    if "webgpu" in found:
-        figures |= _ids_figures(f"{prefix}.webgpu", found["webgpu_ids"])
-        for key in ("load_seconds", "first_token_seconds", "tokens_per_second", "peak_tab_bytes",
-                    "peak_gpu_process_bytes"):
-            figures[f"{prefix}.webgpu.{key}"] = found["webgpu"][key]
+    return figures | _webgpu_figures(prefix, found)
+
+
+def _webgpu_figures(prefix: str, found: dict) -> Figures:
+    """The keys of a run's WebGPU tokens (`run_webgpu`), none when it had no WebGPU run."""
+    if "webgpu" not in found:
+        return {}
+    figures = _ids_figures(f"{prefix}.webgpu", found["webgpu_ids"])
+    for key in ("load_seconds", "first_token_seconds", "tokens_per_second", "peak_tab_bytes", "peak_gpu_process_bytes"):
+        figures[f"{prefix}.webgpu.{key}"] = found["webgpu"][key]
     return figures
 
 
