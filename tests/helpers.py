@@ -1,6 +1,6 @@
-"""What tests share besides fixtures: the byte oracle's check of a whole bundle, running `matslice` and killing it
-half-way, serving the demo, and the vocabulary-cut tests' corpora and tokenizer checks. Importable from any test
-module as `helpers` (tests/ is on the path)."""
+"""What tests share besides fixtures: the files a checkpoint folder holds, the byte oracle's check of a whole
+bundle, running `matslice` and killing it half-way, serving the demo, and the vocabulary-cut tests' corpora and
+tokenizer checks. Importable from any test module as `helpers` (tests/ is on the path)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,13 @@ from slicer import vocab
 from slicer.vocab import VocabCut
 from web_export.node import run_script
 from website.serve import make_server
+
+# every file of a multimodal checkpoint folder the standins write; a text-only one lacks the two processor files
+CHECKPOINT_FILES = frozenset({
+    "config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+    "chat_template.jinja", "processor_config.json", "preprocessor_config.json",
+})
+TEXT_CHECKPOINT_FILES = CHECKPOINT_FILES - {"processor_config.json", "preprocessor_config.json"}
 
 
 def assert_plan_exact(onnx_dir: Path, checkpoint: Path, dtypes: tuple[str, ...], sessions: tuple[str, ...] = (),

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CHECKPOINT_FILES, TEXT_CHECKPOINT_FILES
 from PIL import Image
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
@@ -34,18 +35,6 @@ from standins.tiny import (
     write_tiny,
 )
 
-MULTIMODAL_FILES = {
-    "config.json",
-    "generation_config.json",
-    "model.safetensors",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "chat_template.jinja",
-    "processor_config.json",
-    "preprocessor_config.json",
-}
-TEXT_FILES = MULTIMODAL_FILES - {"processor_config.json", "preprocessor_config.json"}
-
 
 @pytest.fixture
 def mm_dir(tiny_multimodal: Path) -> Path:
@@ -61,7 +50,7 @@ def text_dir(tiny_text: Path) -> Path:
 
 def _hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file write_tiny writes (not of files other tests may have added to a shared folder)."""
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.name in MULTIMODAL_FILES}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.name in CHECKPOINT_FILES}
 
 
 def _assert_subset(expected: object, actual: object, where: str = "config") -> None:
@@ -100,9 +89,9 @@ def _chat_inputs(processor, image: Image.Image, audio: np.ndarray) -> dict[str, 
 
 def test_files_and_config(mm_dir: Path, text_dir: Path) -> None:
     # Subsets, not equality: the folders are session-wide and other tests may add files beside them.
-    assert {p.name for p in mm_dir.iterdir()} >= MULTIMODAL_FILES
+    assert {p.name for p in mm_dir.iterdir()} >= CHECKPOINT_FILES
     text_files = {p.name for p in text_dir.iterdir()}
-    assert text_files >= TEXT_FILES and not text_files & (MULTIMODAL_FILES - TEXT_FILES)
+    assert text_files >= TEXT_CHECKPOINT_FILES and not text_files & (CHECKPOINT_FILES - TEXT_CHECKPOINT_FILES)
     mm = json.loads((mm_dir / "config.json").read_text())
     text = json.loads((text_dir / "config.json").read_text())
     _assert_subset(tiny_config(), mm)
@@ -187,7 +176,7 @@ def test_text_only_loads_and_generates(text_dir: Path) -> None:
 
 def test_same_seed_same_bytes_other_seed_other_weights(mm_dir: Path, tmp_path: Path) -> None:
     again = write_tiny(tmp_path / "again", seed=0)
-    assert {p.name for p in again.iterdir()} == MULTIMODAL_FILES
+    assert {p.name for p in again.iterdir()} == CHECKPOINT_FILES
     assert _hashes(again) == _hashes(mm_dir)
     other = write_tiny(tmp_path / "other", seed=1)
     first, second = load_file(mm_dir / "model.safetensors"), load_file(other / "model.safetensors")
@@ -204,6 +193,6 @@ def test_without_timm_falls_back_to_text_only(
     monkeypatch.setitem(sys.modules, "timm", None)  # makes `import timm` raise ImportError, as if not installed
     folder = write_tiny(tmp_path / "no_timm")
     assert json.loads((folder / "config.json").read_text())["model_type"] == "gemma3n_text"
-    assert {p.name for p in folder.iterdir()} == TEXT_FILES
+    assert {p.name for p in folder.iterdir()} == TEXT_CHECKPOINT_FILES
     lines = [line for line in capsys.readouterr().err.splitlines() if "timm" in line]
     assert len(lines) == 1 and "text-only" in lines[0] and "pip install timm torchvision" in lines[0]
