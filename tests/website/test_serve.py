@@ -1,14 +1,19 @@
 """`nox -s serve` (website/serve.py) answers what a streamed bundle's loader asks: a single byte range of a file as 206
 with Content-Range and exactly those bytes, the cross-origin isolation headers on every answer, `.rows` as
-octet-stream, an unsatisfiable range as 416; and, set to ignore Range as some hosts do, the whole file as 200."""
+octet-stream, an unsatisfiable range as 416; and, set to ignore Range as some hosts do, the whole file as 200. The
+host files the site ships (`_headers`, `.htaccess`, `vercel.json`) set the same headers and `.rows` type."""
 
 from __future__ import annotations
 
+import json
+import re
 import urllib.request
 from pathlib import Path
 
 import pytest
 from helpers import serving
+
+from website.serve import EXTRA_TYPES, ISOLATION_HEADERS
 
 
 def fetch(url: str, byte_range: str | None = None) -> tuple[int, dict[str, str], bytes]:
@@ -49,3 +54,32 @@ def test_a_host_that_ignores_range_sends_the_whole_file(folder: Path) -> None:
     with serving(folder, ranges=False) as origin:
         status, headers, body = fetch(f"{origin}/onnx/embed_tokens_q4.rows", "bytes=0-99")
     assert status == 200 and body == data and "Accept-Ranges" not in headers
+
+
+def host_files() -> dict[str, tuple[dict[str, str], dict[str, str]]]:
+    """Each shipped host file's headers for every answer and its `.rows` type, read as that host reads it."""
+    site = Path(__file__).parents[2] / "site"
+    found = {}
+    blocks: dict[str, dict[str, str]] = {}  # Netlify / Cloudflare _headers: a path, then indented "Key: Value" lines
+    for line in (site / "_headers").read_text().splitlines():
+        if line and not line.startswith(("#", " ")):
+            block = blocks.setdefault(line.strip(), {})
+        elif line.startswith(" "):
+            key, value = line.strip().split(": ", 1)
+            block[key] = value
+    found["_headers"] = (blocks["/*"], blocks["/*.rows"])
+    apache = (site / ".htaccess").read_text()
+    every = dict(re.findall(r'Header set (\S+) "([^"]+)"', apache))
+    types = {extension: kind for kind, extension in re.findall(r"AddType (\S+) (\.\w+)", apache)}
+    found[".htaccess"] = (every, {"Content-Type": types[".rows"]})
+    vercel = {rule["source"]: {h["key"]: h["value"] for h in rule["headers"]}
+              for rule in json.loads((site / "vercel.json").read_text())["headers"]}
+    found["vercel.json"] = (vercel["/(.*)"], vercel[r"/(.*)\.rows"])
+    return found
+
+
+@pytest.mark.parametrize("name", ["_headers", ".htaccess", "vercel.json"])
+def test_shipped_host_files_say_what_serve_does(name: str) -> None:
+    every, rows = host_files()[name]
+    assert {key: every.get(key) for key in ISOLATION_HEADERS} == ISOLATION_HEADERS
+    assert rows["Content-Type"] == EXTRA_TYPES[".rows"]
