@@ -26,13 +26,14 @@ def _builder(kind: Kind) -> tuple[str, Callable[[Path, int], Path]]:
     if kind == "tiny":
         from standins.tiny import write_tiny
 
-        return code_key("standins.tiny", "standins.folder"), lambda out, seed: write_tiny(out, seed=seed)
+        key = code_key("standins.tiny", "standins.tokens", "standins.folder")
+        return key, lambda out, seed: write_tiny(out, seed=seed)
     if kind == "nano":
         from standins.corpus import sources_key
         from standins.nano import write_nano
 
-        modules = ("standins.nano", "standins.nano_recipe", "standins.corpus", "standins.wordnet", "standins.books",
-                   "standins.packages", "standins.tiny", "standins.folder", "slicer.masked")
+        modules = ("standins.nano", "standins.nano_recipe", "standins.tokens", "standins.corpus", "standins.wordnet",
+                   "standins.books", "standins.packages", "standins.tiny", "standins.folder", "slicer.masked")
         return (code_key(*modules, extra=sources_key()),
                 lambda out, seed: write_nano(out, seed=seed))
     raise ValueError(f"unknown default model kind {kind!r}: choose nano or tiny")

@@ -27,7 +27,6 @@ Per-layer embeddings cover the 2048 text ids.
 
 from __future__ import annotations
 
-import itertools
 import math
 import random
 import time
@@ -44,38 +43,17 @@ from tqdm import tqdm
 from transformers import Gemma3nForCausalLM, Gemma3nTextConfig, GemmaTokenizer
 
 from slicer.masked import masked_layers
-from standins import tiny
+from standins import folder, tiny
 from standins.corpus import BYTE_TOKENS, Corpus, load_corpus, train_pieces
-from standins.folder import (
-    CHAT_TEMPLATE,
-    gemma_tokenizer,
-    generation_config,
-    random_model,
-    timm_problem,
-    warn_text_only,
-    write_folder,
-)
 from standins.nano_recipe import (  # noqa: F401 (the recipe's names, as `nano.NAME`, for the trainer's callers)
-    AUDIO_ID,
-    AUDIO_VOCAB_OFFSET,
-    AUDIO_VOCAB_SIZE,
     BATCH,
-    BOA_ID,
-    BOI_ID,
-    BOS_ID,
     DEFAULT_STEPS,
     E2B_LIKE,
-    END_OF_TURN_ID,
-    EOA_ID,
-    EOI_ID,
-    EOS_ID,
     EVAL_TOKENS,
     FFN_WIDTH,
     FINAL_LEARNING_RATE,
-    FIRST_SPECIALS,
     GRANULARITIES,
     HARSH,
-    IMAGE_ID,
     LAYER_TYPES,
     LEARNING_RATE,
     MEASURED,
@@ -83,9 +61,7 @@ from standins.nano_recipe import (  # noqa: F401 (the recipe's names, as `nano.N
     NAMED,
     NUM_KV_SHARED,
     NUM_LAYERS,
-    PAD_ID,
     PARENT,
-    PER_LAYER_VOCAB_SIZE,
     PROMPTS,
     SAMPLE_TOKENS,
     SEQ_LEN,
@@ -95,8 +71,7 @@ from standins.nano_recipe import (  # noqa: F401 (the recipe's names, as `nano.N
     SPECIAL_TOKENS,
     TEXT_VOCAB_SIZE,
     THREADS,
-    VISION_VOCAB_OFFSET,
-    VISION_VOCAB_SIZE,
+    TOKENS,
     VOCAB_SIZE,
     WARMUP,
     WIDTH_ONLY,
@@ -105,6 +80,7 @@ from standins.nano_recipe import (  # noqa: F401 (the recipe's names, as `nano.N
     SubModel,
     text_config,
 )
+from standins.tokens import BOS_ID, CONTROL_TOKENS, END_OF_TURN_ID, EOS_ID, PAD_ID
 
 
 def nano_config(text_only: bool = False) -> dict[str, Any]:
@@ -112,35 +88,16 @@ def nano_config(text_only: bool = False) -> dict[str, Any]:
     if text_only:
         return {**text_config(), "architectures": ["Gemma3nForCausalLM"]}
     base = tiny.tiny_config()
-    return base | {
-        "text_config": text_config(),
-        "audio_config": base["audio_config"] | {"vocab_offset": AUDIO_VOCAB_OFFSET, "vocab_size": AUDIO_VOCAB_SIZE},
-        "vision_config": base["vision_config"] | {"vocab_offset": VISION_VOCAB_OFFSET, "vocab_size": VISION_VOCAB_SIZE},
-        "boi_token_id": BOI_ID,
-        "eoi_token_id": EOI_ID,
-        "image_token_id": IMAGE_ID,
-        "boa_token_id": BOA_ID,
-        "eoa_token_id": EOA_ID,
-        "audio_token_id": AUDIO_ID,
-    }
+    return base | {"text_config": text_config(),
+                   **TOKENS.multimodal_config(base["audio_config"], base["vision_config"])}
 
 
 # --- Tokenizer -------------------------------------------------------------------------------------------
-def _vocab(pieces: list[str]) -> dict[str, int]:
-    by_id = {token_id: token for token, token_id in SPECIAL_TOKENS.items()}
-    first = len(FIRST_SPECIALS)
-    by_id |= {first + i: token for i, token in enumerate(BYTE_TOKENS + pieces)}
-    if first + len(BYTE_TOKENS) + len(pieces) > BOI_ID:
-        raise AssertionError("nano token layout collides")
-    unused = itertools.count()
-    return {by_id.get(i) or f"<unused{next(unused)}>": i for i in range(VOCAB_SIZE)}
-
-
 def build_tokenizer(corpus: Corpus) -> GemmaTokenizer:
     """GemmaTokenizer over BPE pieces learned from the training text (see standins.corpus for why it matches)."""
-    room = BOI_ID - len(FIRST_SPECIALS) - len(BYTE_TOKENS)
-    pieces, merges = train_pieces(corpus.train, room, FIRST_SPECIALS + BYTE_TOKENS)
-    return gemma_tokenizer(_vocab(pieces), merges)
+    room = TOKENS.boi - len(CONTROL_TOKENS) - len(BYTE_TOKENS)
+    pieces, merges = train_pieces(corpus.train, room, CONTROL_TOKENS + BYTE_TOKENS)
+    return folder.gemma_tokenizer(TOKENS.vocab(BYTE_TOKENS + pieces), merges)
 
 
 # --- Data ------------------------------------------------------------------------------------------------
@@ -332,7 +289,7 @@ def greedy(model: torch.nn.Module, tokenizer: GemmaTokenizer, prompt: str, new_t
     A plain loop without a KV cache, so it also runs inside ``sub_models`` (whose skipped layers have none).
     """
     text = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True, chat_template=CHAT_TEMPLATE)
+                                         add_generation_prompt=True, chat_template=folder.CHAT_TEMPLATE)
     ids = tokenizer(text, add_special_tokens=False, return_tensors="pt").input_ids
     start = ids.shape[1]
     for _ in range(new_tokens):
@@ -407,7 +364,7 @@ def _full_model(decoder: Gemma3nForCausalLM, text_only: bool, seed: int) -> torc
     """The checkpoint's model: the trained decoder, inside random audio/vision towers unless text-only."""
     if text_only:
         return decoder
-    model = random_model(nano_config(), seed)
+    model = folder.random_model(nano_config(), seed)
     missing = model.model.language_model.load_state_dict(decoder.model.state_dict())
     if missing.missing_keys or missing.unexpected_keys:
         raise AssertionError(f"decoder weights do not fit the multimodal model: {missing}")
@@ -464,20 +421,20 @@ def write_nano(out: Path, *, seed: int = 0, steps: int | None = None, matformer:
     Same files as ``write_tiny`` plus a model card. Deterministic for one seed, step count, Python version
     and machine type (the npm text is pinned byte for byte). Falls back to text-only without timm, like write_tiny.
     """
-    text_only = (problem := timm_problem()) is not None
+    text_only = (problem := folder.timm_problem()) is not None
     if text_only:
-        warn_text_only("nano", problem)
+        folder.warn_text_only("nano", problem)
     run = train_nano(seed=seed, steps=steps, matformer=matformer)
     model = _full_model(run.decoder, text_only, seed)
-    model.generation_config = generation_config(BOS_ID, [EOS_ID, END_OF_TURN_ID], PAD_ID)
-    return write_folder(out, model, run.tokenizer, text_only=text_only, card=_model_card(run))
+    model.generation_config = folder.generation_config(BOS_ID, [EOS_ID, END_OF_TURN_ID], PAD_ID)
+    return folder.write_folder(out, model, run.tokenizer, text_only=text_only, card=_model_card(run))
 
 
 def write_random_nano(out: Path, *, seed: int = 0, text_only: bool = True) -> Path:
     """A nano-shaped Gemma 3n with random weights and the tiny tokenizer, written in seconds: for the checks that
     need nano's shapes (hidden 128, 10 layers, a 2080-id vocabulary) but not its training, such as bundle sizes.
     The tokenizer covers only the first 288 ids, which export does not mind."""
-    text_only = text_only or timm_problem() is not None
-    model = random_model(nano_config(text_only=text_only), seed)
-    model.generation_config = generation_config(BOS_ID, [EOS_ID, END_OF_TURN_ID], PAD_ID)
-    return write_folder(out, model, tiny.tokenizer(), text_only=text_only)
+    text_only = text_only or folder.timm_problem() is not None
+    model = folder.random_model(nano_config(text_only=text_only), seed)
+    model.generation_config = folder.generation_config(BOS_ID, [EOS_ID, END_OF_TURN_ID], PAD_ID)
+    return folder.write_folder(out, model, tiny.tokenizer(), text_only=text_only)

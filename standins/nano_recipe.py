@@ -11,26 +11,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slicer.plan import SliceSpec
+from standins.tokens import BOS_ID, EOS_ID, PAD_ID, TokenLayout
 
 # --- Token ids -------------------------------------------------------------------------------------------
-TEXT_VOCAB_SIZE = 2048
-BOI_ID, BOA_ID = TEXT_VOCAB_SIZE - 2, TEXT_VOCAB_SIZE - 1
-VISION_VOCAB_OFFSET, VISION_VOCAB_SIZE = TEXT_VOCAB_SIZE, 16
-EOI_ID, IMAGE_ID = VISION_VOCAB_OFFSET, VISION_VOCAB_OFFSET + 1
-AUDIO_VOCAB_OFFSET, AUDIO_VOCAB_SIZE = VISION_VOCAB_OFFSET + VISION_VOCAB_SIZE, 16
-EOA_ID, AUDIO_ID = AUDIO_VOCAB_OFFSET, AUDIO_VOCAB_OFFSET + 1
-VOCAB_SIZE = AUDIO_VOCAB_OFFSET + AUDIO_VOCAB_SIZE  # 2080
-PER_LAYER_VOCAB_SIZE = TEXT_VOCAB_SIZE
-FIRST_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>", "<start_of_turn>", "<end_of_turn>"]
-PAD_ID, EOS_ID, BOS_ID, END_OF_TURN_ID = 0, 1, 2, 6
-SPECIAL_TOKENS: dict[str, int] = {token: i for i, token in enumerate(FIRST_SPECIALS)} | {
-    "<start_of_image>": BOI_ID,
-    "<start_of_audio>": BOA_ID,
-    "<end_of_image>": EOI_ID,
-    "<image_soft_token>": IMAGE_ID,
-    "<end_of_audio>": EOA_ID,
-    "<audio_soft_token>": AUDIO_ID,
-}
+TOKENS = TokenLayout(text_vocab=2048)
+TEXT_VOCAB_SIZE, VOCAB_SIZE, SPECIAL_TOKENS = TOKENS.text_vocab, TOKENS.vocab_size, TOKENS.special_tokens  # 2048, 2080
 
 # --- Architecture ----------------------------------------------------------------------------------------
 NUM_LAYERS = 10  # full attention at 4 and 9 ((i + 1) % 5 == 0), sliding elsewhere
@@ -98,7 +83,7 @@ def text_config() -> dict[str, Any]:
     return {
         "model_type": "gemma3n_text",
         "vocab_size": VOCAB_SIZE,
-        "vocab_size_per_layer_input": PER_LAYER_VOCAB_SIZE,
+        "vocab_size_per_layer_input": TEXT_VOCAB_SIZE,
         "hidden_size": 128,
         "hidden_size_per_layer_input": 32,
         "num_hidden_layers": NUM_LAYERS,

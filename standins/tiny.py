@@ -23,7 +23,6 @@ Gemma3nModel pads audio features with the embedding of id ``vocab_size - 1`` thr
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 from typing import Any
 
@@ -40,33 +39,11 @@ from standins.folder import (
     warn_text_only,
     write_folder,
 )
+from standins.tokens import BOS_ID, END_OF_TURN_ID, EOS_ID, PAD_ID, TokenLayout
 
 # --- Token ids -------------------------------------------------------------------------------------------
-PAD_ID, EOS_ID, BOS_ID, UNK_ID, MASK_ID = 0, 1, 2, 3, 4
-START_OF_TURN_ID, END_OF_TURN_ID = 5, 6
-BOI_ID, BOA_ID = 254, 255
-VISION_VOCAB_OFFSET, VISION_VOCAB_SIZE = 256, 16
-EOI_ID, IMAGE_ID = 256, 257
-AUDIO_VOCAB_OFFSET, AUDIO_VOCAB_SIZE = 272, 16
-EOA_ID, AUDIO_ID = 272, 273
-VOCAB_SIZE = AUDIO_VOCAB_OFFSET + AUDIO_VOCAB_SIZE  # 288
-PER_LAYER_VOCAB_SIZE = 256
-
-SPECIAL_TOKENS: dict[str, int] = {
-    "<pad>": PAD_ID,
-    "<eos>": EOS_ID,
-    "<bos>": BOS_ID,
-    "<unk>": UNK_ID,
-    "<mask>": MASK_ID,
-    "<start_of_turn>": START_OF_TURN_ID,
-    "<end_of_turn>": END_OF_TURN_ID,
-    "<start_of_image>": BOI_ID,
-    "<start_of_audio>": BOA_ID,
-    "<end_of_image>": EOI_ID,
-    "<image_soft_token>": IMAGE_ID,
-    "<end_of_audio>": EOA_ID,
-    "<audio_soft_token>": AUDIO_ID,
-}
+TOKENS = TokenLayout(text_vocab=256)
+VOCAB_SIZE, PER_LAYER_VOCAB_SIZE, SPECIAL_TOKENS = TOKENS.vocab_size, TOKENS.text_vocab, TOKENS.special_tokens  # 288
 # A handful of merges so the BPE merge path is exercised, not only single characters.
 MERGES: list[tuple[str, str]] = [
     ("▁", "t"), ("h", "e"), ("▁t", "he"), ("i", "n"), ("e", "r"), ("a", "n"), ("o", "n"), ("r", "e"),
@@ -113,8 +90,6 @@ def _audio_config() -> dict[str, Any]:
         "conf_num_attention_heads": 2,
         "sscp_conv_channel_size": [16, 8],
         "input_feat_size": 128,
-        "vocab_size": AUDIO_VOCAB_SIZE,
-        "vocab_offset": AUDIO_VOCAB_OFFSET,
     }
 
 
@@ -125,8 +100,6 @@ def _vision_config() -> dict[str, Any]:
         "architecture": "mobilenetv5_300m_enc",
         "model_args": {"channel_multiplier": 0.125},
         "hidden_size": VISION_HIDDEN_SIZE,
-        "vocab_size": VISION_VOCAB_SIZE,
-        "vocab_offset": VISION_VOCAB_OFFSET,
     }
 
 
@@ -143,30 +116,16 @@ def tiny_config(text_only: bool = False, vision: bool = True) -> dict:
         "model_type": "gemma3n",
         "architectures": ["Gemma3nForConditionalGeneration"],
         "text_config": _text_config(),
-        "audio_config": _audio_config(),
-        "vision_config": _vision_config(),
+        **TOKENS.multimodal_config(_audio_config(), _vision_config()),
         "audio_soft_tokens_per_image": AUDIO_SOFT_TOKENS,
         "vision_soft_tokens_per_image": VISION_SOFT_TOKENS,
-        "boi_token_id": BOI_ID,
-        "eoi_token_id": EOI_ID,
-        "image_token_id": IMAGE_ID,
-        "boa_token_id": BOA_ID,
-        "eoa_token_id": EOA_ID,
-        "audio_token_id": AUDIO_ID,
     }
 
 
 # --- Tokenizer and processor -----------------------------------------------------------------------------
 def _vocab() -> dict[str, int]:
     """All 288 ids, contiguous, so len(tokenizer) equals the model's vocab_size and every id decodes."""
-    text = ["\n", "▁"] + [chr(code) for code in range(33, 127)] + [a + b for a, b in MERGES]
-    first_text_id = END_OF_TURN_ID + 1
-    by_id = {token_id: token for token, token_id in SPECIAL_TOKENS.items()}
-    by_id |= {first_text_id + i: token for i, token in enumerate(text)}
-    if len(by_id) != len(SPECIAL_TOKENS) + len(text) or first_text_id + len(text) > BOI_ID:
-        raise AssertionError("tiny token layout collides")  # guards edits to the tables above
-    unused = itertools.count()
-    return {by_id.get(i) or f"<unused{next(unused)}>": i for i in range(VOCAB_SIZE)}
+    return TOKENS.vocab(["\n", "▁"] + [chr(code) for code in range(33, 127)] + [a + b for a, b in MERGES])
 
 
 def tokenizer() -> GemmaTokenizer:
